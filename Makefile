@@ -1,0 +1,35 @@
+# Two commands on a fresh machine:  `make demo` (install + run the main job), `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= runs/compare
+
+.PHONY: venv data demo test test-slow bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[test]"
+
+venv: $(PY)
+
+# Debian's Fashion-MNIST (the default real data); skipped quietly where apt is not available.
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && apt-get install -y -q dataset-fashion-mnist; \
+	  else echo "note: install Fashion-MNIST with 'sudo apt-get install dataset-fashion-mnist' or pass --data-dir/--download"; fi; \
+	fi
+
+demo: venv data
+	$(VENV)/bin/resattn compare --out $(OUT)
+
+test: venv
+	$(PY) -m pytest -q
+
+test-slow: venv data
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -1,0 +1,6 @@
+"""Model builders and the registry."""
+from ._registry import create_model, is_model, list_models, register_model
+from .resnet import Placement, ResNet, resolve_placement
+
+__all__ = ["create_model", "list_models", "is_model", "register_model", "ResNet", "Placement",
+           "resolve_placement"]

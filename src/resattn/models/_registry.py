@@ -1,0 +1,56 @@
+"""Model registry: one door (:func:`create_model`) to every architecture, as in timm."""
+from __future__ import annotations
+
+import fnmatch
+from typing import Any, Callable, Optional
+
+import torch.nn as nn
+
+__all__ = ["register_model", "create_model", "list_models", "is_model"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: register a builder under its function name."""
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models(filter: Optional[str] = None) -> list[str]:
+    """Registered model names, sorted; ``filter`` is a shell-style wildcard (``'cifar_*'``)."""
+    names = sorted(_MODELS)
+    return [n for n in names if filter is None or fnmatch.fnmatch(n, filter)]
+
+
+def is_model(name: str) -> bool:
+    """True when ``name`` is a registered model."""
+    return name in _MODELS
+
+
+def create_model(name: str, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
+    """Build a registered model by name.
+
+    Args:
+        name: one of :func:`list_models` (``resnet18/34/50/101/152``, ``cifar_resnet20/32/44/56/110``).
+        pretrained: False; True for torchvision's ImageNet weights of the same depth (downloaded by
+            torchvision when not cached; only for ``resnet*``); or a path to a checkpoint or
+            ``state_dict``. The backbone weights load strictly by shape; only attention parameters
+            and gamma may stay new (see :func:`resattn.load_pretrained`).
+        **kwargs: architecture and attention options, for example ``num_classes``, ``in_chans``,
+            ``pattern``, ``attn``, ``modulation``, ``gamma_init``, ``gamma_max``, ``skip_attn``,
+            ``res_attn``, ``skip_modulation``, ``res_modulation``, ``skip_gamma_init``,
+            ``res_gamma_init``, ``skip_gamma_max``, ``res_gamma_max``, ``gamma_shape``, ``stages``,
+            ``norm_layer``, ``act_layer``, ``shortcut``, ``zero_init_residual``, ``drop_rate``
+            (see :class:`resattn.models.ResNet`).
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the registered names) or a bad option.
+    """
+    if name not in _MODELS:
+        raise ValueError(f"model name={name!r} is not registered; allowed: {', '.join(list_models())}")
+    model = _MODELS[name](**kwargs)
+    if pretrained:
+        from ..weights import load_pretrained  # only needed when weights are asked for
+        load_pretrained(model, name if pretrained is True else pretrained)
+    return model

@@ -1,0 +1,132 @@
+"""How an attention module A is applied to one path of a residual block.
+
+With A(z) = z * m(z) (the form of timm's SE, ECA, CBAM, CoordAtt, ...):
+
+    gate:           out = A(z)                  = z * m(z)
+    near_identity:  out = z + gamma * A(z)      = z * (1 + gamma * m(z))
+
+``near_identity`` is exactly the identity at gamma = 0, whatever A is, so a block whose every path
+is near-identity with gamma = 0 computes the plain residual block. This is the same zero-initialised
+learnable scale as ReZero (Bachlechner et al., 2020) and LayerScale (Touvron et al., CaiT, 2021),
+applied to the attention term only.
+
+With ``gamma_max`` set, gamma is bounded: gamma = gamma_max * tanh(theta / gamma_max), where theta is
+the stored parameter (slope 1 at 0, so small gammas train like the unbounded form). For a mask in
+[0, 1] the path gain z -> out then stays within [1 - gamma_max, 1 + gamma_max]: the skip can be tuned
+but never closed.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+
+from .attention import AttnSpec, attn_name, create_attention
+
+__all__ = ["MODULATIONS", "GAMMA_SHAPES", "Modulation", "validate_modulation"]
+
+MODULATIONS: tuple[str, ...] = ("gate", "near_identity")
+GAMMA_SHAPES: tuple[str, ...] = ("scalar", "channel")
+
+
+def validate_modulation(modulation: str, gamma_init: float, gamma_max: Optional[float],
+                        gamma_shape: str = "scalar", *, prefix: str = "") -> None:
+    """Check modulation options; ``prefix`` ('skip_', 'res_' or '') names the arguments in errors.
+
+    Raises:
+        ValueError: ``modulation`` not in :data:`MODULATIONS`; ``gamma_shape`` not in
+            :data:`GAMMA_SHAPES`; non-finite ``gamma_init``; ``gamma_max`` <= 0; or
+            |gamma_init| >= gamma_max (tanh cannot reach the bound).
+    """
+    if modulation not in MODULATIONS:
+        raise ValueError(f"{prefix}modulation={modulation!r} is not allowed; allowed: "
+                         f"{', '.join(MODULATIONS)}")
+    if gamma_shape not in GAMMA_SHAPES:
+        raise ValueError(f"gamma_shape={gamma_shape!r} is not allowed; allowed: "
+                         f"{', '.join(GAMMA_SHAPES)}")
+    if not math.isfinite(float(gamma_init)):
+        raise ValueError(f"{prefix}gamma_init={gamma_init!r} must be a finite number")
+    if gamma_max is not None:
+        if not (float(gamma_max) > 0 and math.isfinite(float(gamma_max))):
+            raise ValueError(f"{prefix}gamma_max={gamma_max!r} must be a finite number > 0, or None "
+                             "for an unbounded gamma")
+        if abs(gamma_init) >= gamma_max:
+            raise ValueError(f"|{prefix}gamma_init|={abs(gamma_init)!r} must be < "
+                             f"{prefix}gamma_max={gamma_max!r}")
+
+
+def bounded_gamma(theta: torch.Tensor, gamma_max: Optional[float]) -> torch.Tensor:
+    """gamma = gamma_max * tanh(theta / gamma_max), or theta itself when unbounded."""
+    if gamma_max is None:
+        return theta
+    return gamma_max * torch.tanh(theta / gamma_max)
+
+
+class Modulation(nn.Module):
+    """One gated path: ``gate`` (A(z)) or ``near_identity`` (z + gamma * A(z)).
+
+    Args:
+        attn: attention spec (name, callable ``channels -> nn.Module``, or None). With None the
+            path is the identity and no parameters are created.
+        channels: channels C of the path.
+        modulation: ``'gate'`` or ``'near_identity'``.
+        gamma_init: initial gamma (near_identity only).
+        gamma_max: bound on |gamma| (near_identity only), or None for unbounded.
+        gamma_shape: ``'scalar'`` (one gamma) or ``'channel'`` (shape (1, C, 1, 1)).
+        attn_kwargs: keyword arguments for the attention module (``rd_ratio``, ``kernel_size``...).
+        arg: argument name used in error messages (``attn``, ``skip_attn``, ``res_attn``).
+
+    Shape:
+        input and output (N, C, H, W).
+
+    Attributes:
+        attn: the attention module (None when ``attn`` is None).
+        gamma: the stored parameter (theta when bounded), only with ``near_identity``.
+
+    Raises:
+        ValueError: see :func:`validate_modulation` and :func:`resattn.attention.validate_attn`.
+    """
+
+    def __init__(self, attn: AttnSpec, channels: int, modulation: str = "gate", *,
+                 gamma_init: float = 0.0, gamma_max: Optional[float] = None,
+                 gamma_shape: str = "scalar", attn_kwargs: Optional[dict[str, Any]] = None,
+                 arg: str = "attn", prefix: str = "") -> None:
+        super().__init__()
+        validate_modulation(modulation, gamma_init, gamma_max, gamma_shape, prefix=prefix)
+        self.mode = modulation
+        self.attn_type = attn_name(attn)
+        self.attn = create_attention(attn, channels, arg=arg, **(attn_kwargs or {}))
+        self.gamma_max = None if gamma_max is None else float(gamma_max)
+        if self.attn is not None and modulation == "near_identity":
+            theta = float(gamma_init)
+            if self.gamma_max is not None:
+                theta = self.gamma_max * math.atanh(theta / self.gamma_max)
+            shape = (1, channels, 1, 1) if gamma_shape == "channel" else ()
+            self.gamma = nn.Parameter(torch.full(shape, theta))
+        else:
+            self.register_parameter("gamma", None)
+
+    @property
+    def is_identity(self) -> bool:
+        """True when this path has no attention."""
+        return self.attn is None
+
+    def effective_gamma(self) -> Optional[torch.Tensor]:
+        """The gamma actually applied (bounded by ``gamma_max`` when set); None without gamma."""
+        return None if self.gamma is None else bounded_gamma(self.gamma, self.gamma_max)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.attn is None:
+            return z
+        gamma = self.gamma
+        if gamma is None:  # gate
+            return self.attn(z)
+        return z + bounded_gamma(gamma, self.gamma_max) * self.attn(z)
+
+    def extra_repr(self) -> str:
+        s = f"mode={self.mode}, attn={self.attn_type}"
+        if self.gamma is not None:
+            s += f", gamma_shape={tuple(self.gamma.shape)}, gamma_max={self.gamma_max}"
+        return s
