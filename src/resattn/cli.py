@@ -1,0 +1,300 @@
+"""Command line: ``resattn train | compare | convert | inspect | bench`` (also ``python -m resattn``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+# ----------------------------------------------------------------------------- shared options
+
+def _csv(type_):
+    def parse(s: str) -> list:
+        try:
+            return [type_(v) for v in s.split(",") if v.strip() != ""]
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"expected a comma list of {type_.__name__}: {s!r}") from e
+    return parse
+
+
+def _stages(s: str) -> Optional[list[int]]:
+    return None if s in ("", "default") else _csv(int)(s)
+
+
+_ATTENTION_ARGS = [
+    ("--attn", str, "attention of patterns 1-3 (se, eca, cbam, coord, ...)"),
+    ("--modulation", str, "patterns 1-3: gate | near_identity"),
+    ("--gamma-init", float, "patterns 1-3: initial gamma (near_identity)"),
+    ("--gamma-max", float, "patterns 1-3: bound on |gamma|"),
+    ("--skip-attn", str, "dual: attention on the skip path"),
+    ("--res-attn", str, "dual: attention on the residual path"),
+    ("--skip-modulation", str, "dual: gate | near_identity on the skip"),
+    ("--res-modulation", str, "dual: gate | near_identity on the residual"),
+    ("--skip-gamma-init", float, "dual: initial gamma_s"),
+    ("--res-gamma-init", float, "dual: initial gamma_r"),
+    ("--skip-gamma-max", float, "dual: bound on |gamma_s|"),
+    ("--res-gamma-max", float, "dual: bound on |gamma_r|"),
+    ("--gamma-shape", str, "scalar | channel"),
+]
+
+
+def _add_attention_args(p: argparse.ArgumentParser, *, with_attn: bool = True) -> None:
+    g = p.add_argument_group("attention (defaults: see resattn.AttentionConfig)")
+    g.add_argument("--pattern", default=None, help="none|branch|post|pre|dual (or 0-4)")
+    for flag, type_, help_ in _ATTENTION_ARGS:
+        if flag == "--attn" and not with_attn:
+            continue
+        g.add_argument(flag, type=type_, default=None, help=help_)
+    g.add_argument("--stages", type=_stages, default=None,
+                   help="comma list of 1-based stages that get the pattern (default: all for 1-3, "
+                        "last two for dual)")
+    g.add_argument("--norm-layer", default=None, help="batchnorm | groupnorm | layernorm")
+
+
+def _attention_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ["pattern", "stages", "norm_layer"] + [f[0][2:].replace("-", "_") for f in _ATTENTION_ARGS]
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+_TRAIN_FLAGS = {  # flag -> (TrainConfig field, type, help)
+    "--optimizer": ("optimizer", str, "sgd | adamw"),
+    "--momentum": ("momentum", float, "SGD momentum (Nesterov)"),
+    "--weight-decay": ("weight_decay", float, "weight decay on conv/linear weights"),
+    "--gamma-lr-scale": ("gamma_lr_scale", float, "learning-rate factor for gamma"),
+    "--warmup-epochs": ("warmup_epochs", float, "linear warm-up length before the cosine"),
+    "--label-smoothing": ("label_smoothing", float, "label smoothing"),
+    "--grad-clip": ("grad_clip", float, "clip the gradient norm to this value"),
+    "--log-every": ("log_every", int, "steps between step records in metrics.jsonl"),
+    "--monitor-every": ("monitor_every", int, "record gate statistics every N forwards"),
+    "--skip-gain-threshold": ("skip_gain_threshold", float,
+                              "warn when a block's skip gain falls below this (default 0.7)"),
+    "--test-subset": ("test_subset", int, "class-balanced subset of the test split"),
+    "--device": ("device", str, "auto | cpu | cuda | cuda:N"),
+    "--num-workers": ("num_workers", int, "DataLoader workers (image folders)"),
+    "--attn-only-epochs": ("attn_only_epochs", int,
+                           "fine-tuning: train only attention and gamma for N epochs, then all"),
+    "--init-from": ("init_from", str, "start from these weights (checkpoint path or resnet name)"),
+}
+_TRAIN_SWITCHES = {  # flag -> (field, value, help)
+    "--bf16": ("bf16", True, "bfloat16 autocast"),
+    "--deterministic": ("deterministic", True, "deterministic algorithms"),
+    "--no-augment": ("augment", False, "no random crop / flip"),
+    "--no-monitor": ("monitor", False, "no gate diagnostics"),
+    "--no-channels-last": ("channels_last", False, "keep NCHW memory layout"),
+}
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    for flag, (dest, type_, help_) in _TRAIN_FLAGS.items():
+        g.add_argument(flag, dest=dest, type=type_, default=None, help=help_)
+    for flag, (dest, value, help_) in _TRAIN_SWITCHES.items():
+        g.add_argument(flag, dest=dest, action="store_const", const=value, default=None, help=help_)
+
+
+def _training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    dests = [d for d, *_ in _TRAIN_FLAGS.values()] + [d for d, *_ in _TRAIN_SWITCHES.values()]
+    return {d: getattr(args, d) for d in dests if getattr(args, d, None) is not None}
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    from .data import DATASETS
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, default=None, help="default fashion-mnist")
+    g.add_argument("--data-dir", default=None, help="where the data set lies")
+    g.add_argument("--download", action="store_const", const=True, default=None,
+                   help="let torchvision download the data set (needs a network)")
+    g.add_argument("--train-subset", type=int, default=None, help="class-balanced training subset")
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+    cfg = TrainConfig(model=args.model, model_kwargs=_attention_kwargs(args),
+                      **{k: v for k, v in dict(dataset=args.dataset, data_dir=args.data_dir,
+                                                 download=args.download, train_subset=args.train_subset,
+                                                 epochs=args.epochs, batch_size=args.batch_size,
+                                                 lr=args.lr, seed=args.seed).items() if v is not None},
+                      **_training_kwargs(args))
+    result = train(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in vars(result).items()}, indent=2))
+    return 0 if result.status == "finished" else 3
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    import yaml
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a mapping of compare options")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import FULL, CompareConfig, run_compare
+    from .train import TrainConfig
+
+    opts: dict[str, Any] = {}
+    if args.full:
+        opts.update(FULL)
+    if args.config:
+        opts.update(_load_yaml(args.config))
+    cli = dict(dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+               model=args.model, patterns=args.patterns, attn=args.attn, skip_attn=args.skip_attn,
+               seeds=args.seeds, lrs=args.lr, epochs=args.epochs, train_subset=args.train_subset,
+               batch_size=args.batch_size, out=args.out)
+    opts.update({k: v for k, v in cli.items() if v is not None})
+    if "lr" in opts:  # YAML may say lr: 0.1 or lr: [0.05, 0.1]
+        lr = opts.pop("lr")
+        opts["lrs"] = lr if isinstance(lr, list) else [lr]
+    train_fields = set(TrainConfig.__dataclass_fields__)
+    train_opts = {k: opts.pop(k) for k in list(opts) if k in train_fields and k not in CompareConfig.__dataclass_fields__}
+    train_opts.update(opts.pop("train_options", {}) or {})
+    train_opts.update(_training_kwargs(args))
+    if "test_subset" in train_opts:
+        opts["test_subset"] = train_opts.pop("test_subset")
+    cfg = CompareConfig(**opts, train_options=train_opts)
+    command = " ".join(shlex.quote(a) for a in ["resattn", *sys.argv[1:]]) if sys.argv[1:] else None
+    res = run_compare(cfg, command=command, progress=not args.no_progress)
+    print()
+    print(res["table"])
+    print()
+    print(f"wall time {res['wall_time_s']:.0f} s")
+    for name, path in res["paths"].items():
+        print(f"{name:>10}: {path}")
+    bad = [r for r in res["rows"] if r["status"] == "failed"]
+    return 4 if bad else 0
+
+
+def _convert_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kw = _attention_kwargs(args)
+    kw.pop("norm_layer", None)
+    return kw
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import copy
+
+    import torch
+
+    from .convert import convert, parity_check
+    from .weights import load_model, load_pretrained, save_checkpoint
+
+    model, meta = load_model(args.source)
+    if args.weights:
+        print(load_pretrained(model, args.weights))
+    reference = copy.deepcopy(model).eval()
+    kwargs = _convert_kwargs(args)
+    report = convert(model, **kwargs)
+    print(report)
+    x = torch.randn(args.batch, 3 if args.in_chans is None else args.in_chans, args.size, args.size,
+                    generator=torch.Generator().manual_seed(0))
+    parity = parity_check(reference, model, x)
+    print(f"parity on a random {tuple(x.shape)} batch (eval): max |logit diff| "
+          f"{parity['max_abs_diff']:.3g}, top-1 agreement {100 * parity['top1_agreement']:.1f}%"
+          f" -> {'PASS' if parity['passed'] else 'FAIL'}")
+    if args.out:
+        save_checkpoint(args.out, model, arch=meta["arch"], model_kwargs=meta.get("model_kwargs") or {},
+                        convert_kwargs=kwargs)
+        print(f"converted checkpoint: {args.out}")
+    return 0 if parity["passed"] or not kwargs.get("modulation", "near_identity") == "near_identity" else 5
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import format_table, inspect_model
+    from .weights import load_model
+
+    model, _ = load_model(args.source)
+    print(format_table(inspect_model(model)))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+    print(run_bench(args.model, args.patterns or ["none", "branch", "post", "pre", "dual", "dual-gate"],
+                    batch_size=args.batch_size or 128, input_shape=tuple(args.input),
+                    steps=args.steps, channels_last=not args.no_channels_last))
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="resattn", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one model")
+    t.add_argument("--model", default="cifar_resnet20")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--out", default="runs/train", help="run folder (metrics, checkpoint, result)")
+    t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    t.add_argument("--no-progress", action="store_true")
+    _add_data_args(t)
+    _add_attention_args(t)
+    _add_training_args(t)
+    t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("compare", help="train a grid of patterns and write a report (the main job)")
+    c.add_argument("--config", default=None, help="YAML file with compare options (flags override)")
+    c.add_argument("--full", action="store_true", help="whole data set, 15 epochs")
+    c.add_argument("--model", default=None, help="default cifar_resnet20")
+    c.add_argument("--patterns", type=_csv(str), default=None,
+                   help="comma list of none,branch,post,pre,dual,dual-gate (default all)")
+    c.add_argument("--attn", type=_csv(str), default=None,
+                   help="comma list of attention types (patterns 1-3; the residual path of dual)")
+    c.add_argument("--skip-attn", default=None, help="attention on the skip of dual (default eca)")
+    c.add_argument("--seeds", type=_csv(int), default=None, help="comma list (default 0)")
+    c.add_argument("--lr", type=_csv(float), default=None, help="comma list (default 0.1)")
+    c.add_argument("--epochs", type=int, default=None)
+    c.add_argument("--batch-size", type=int, default=None)
+    c.add_argument("--out", default=None, help="output folder (default runs/compare)")
+    c.add_argument("--no-progress", action="store_true")
+    _add_data_args(c)
+    _add_training_args(c)
+    c.set_defaults(func=cmd_compare)
+
+    v = sub.add_parser("convert", help="retrofit attention into a (pretrained) ResNet, checking parity")
+    v.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME, or checkpoint path")
+    v.add_argument("--weights", default=None, help="state_dict/checkpoint path (or resnet name) to load first")
+    v.add_argument("--out", default=None, help="converted checkpoint path")
+    v.add_argument("--size", type=int, default=224, help="image size of the parity batch")
+    v.add_argument("--batch", type=int, default=8, help="batch size of the parity batch")
+    v.add_argument("--in-chans", type=int, default=None)
+    _add_attention_args(v)
+    v.set_defaults(func=cmd_convert)
+
+    i = sub.add_parser("inspect", help="per-block table: pattern, attention, gamma, parameters")
+    i.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME, or checkpoint path")
+    i.set_defaults(func=cmd_inspect)
+
+    b = sub.add_parser("bench", help="parameters, MFLOPs and training images/s per pattern, side by side")
+    b.add_argument("--model", default="cifar_resnet20")
+    b.add_argument("--patterns", type=_csv(str), default=None)
+    b.add_argument("--batch-size", type=int, default=None)
+    b.add_argument("--input", type=_csv(int), default=[1, 28, 28], help="C,H,W (default 1,28,28)")
+    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--no-channels-last", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data import DataNotFoundError
+    try:
+        return args.func(args)
+    except (ValueError, DataNotFoundError) as e:
+        print(f"resattn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The main job: train a grid of pattern variants on one data set and report which works best.
+
+A grid is variants x attention types x learning rates x seeds. Variants are the patterns, plus
+``dual-gate``, the dual pattern with the skip in ``gate`` modulation (the risky m(x) * x form):
+
+    none       plain ResNet
+    branch     pattern 1 (SE-ResNet's place), attn from --attn (default se)
+    post       pattern 2, attn from --attn (default se)
+    pre        pattern 3, attn from --attn (default se)
+    dual       pattern 4, near-identity on both paths: skip --skip-attn (default eca), residual
+               --attn (default cbam), gamma from 0, skip gamma bounded by 0.25
+    dual-gate  pattern 4 with the skip in gate modulation
+
+Every run has its own folder under ``out/runs/``; a run with a ``result.json`` is finished and
+skipped when the same command runs again, a run with only a checkpoint resumes. A run that raises
+is recorded as ``failed`` and the grid goes on. See :mod:`resattn.report` for what is written.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from .attention import ATTN_NAMES
+from .data import DATASETS, load_dataset
+from .train import TrainConfig, train
+
+__all__ = ["VARIANTS", "CompareConfig", "RunSpec", "expand_grid", "run_compare"]
+
+#: Variant label -> create_model options (attention added from the grid's attn axis).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "none": {"pattern": "none"},
+    "branch": {"pattern": "branch"},
+    "post": {"pattern": "post"},
+    "pre": {"pattern": "pre"},
+    "dual": {"pattern": "dual"},
+    "dual-gate": {"pattern": "dual", "skip_modulation": "gate"},
+}
+_PATTERN_NUMBERS = {"0": "none", "1": "branch", "2": "post", "3": "pre", "4": "dual"}
+DEFAULT_ATTN = {"branch": "se", "post": "se", "pre": "se", "dual": "cbam", "dual-gate": "cbam"}
+
+#: The default grid finishes in under 10 minutes on 2 CPU cores: 2 epochs on a class-balanced
+#: 20k subset of the large sets. ``--full``: the whole training split and 15 epochs.
+QUICK_EPOCHS, QUICK_SUBSET = 2, 20000
+FULL = {"quick": False, "epochs": 15}
+_LARGE = ("fashion-mnist", "cifar10", "cifar100")
+
+
+@dataclass
+class CompareConfig:
+    """A comparison grid and the training options shared by its runs.
+
+    Raises (from :meth:`validate`):
+        ValueError: unknown variant, attention type, data set, or bad numbers; the message names
+            the option and the allowed values.
+    """
+
+    dataset: str = "fashion-mnist"
+    data_dir: Optional[str] = None
+    download: bool = False
+    model: str = "cifar_resnet20"
+    patterns: list[str] = field(default_factory=lambda: list(VARIANTS))
+    attn: Optional[list[str]] = None
+    skip_attn: str = "eca"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    lrs: list[float] = field(default_factory=lambda: [0.1])
+    epochs: int = QUICK_EPOCHS
+    train_subset: Optional[int] = None
+    quick: bool = True
+    test_subset: Optional[int] = None
+    batch_size: int = 128
+    out: str = "runs/compare"
+    train_options: dict[str, Any] = field(default_factory=dict)
+
+    def effective_train_subset(self) -> Optional[int]:
+        """``train_subset``, or the quick default (20k) for the large sets when it is None."""
+        if self.train_subset is None and self.quick and self.dataset in _LARGE:
+            return QUICK_SUBSET
+        return self.train_subset
+
+    def validate(self) -> "CompareConfig":
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset={self.dataset!r} is not allowed; allowed: {', '.join(DATASETS)}")
+        self.patterns = [_PATTERN_NUMBERS.get(str(p), str(p)) for p in self.patterns]
+        bad = [p for p in self.patterns if p not in VARIANTS]
+        if bad or not self.patterns:
+            raise ValueError(f"patterns={bad or self.patterns!r} not allowed; allowed: "
+                             f"{', '.join(VARIANTS)} (or 0-4)")
+        for a in (self.attn or []) + [self.skip_attn]:
+            if a not in ATTN_NAMES:
+                raise ValueError(f"attn={a!r} is not allowed; allowed: {', '.join(ATTN_NAMES)}")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        if not self.lrs or any(not lr > 0 for lr in self.lrs):
+            raise ValueError(f"lr={self.lrs!r}: each learning rate must be > 0")
+        unknown = set(self.train_options) - {f.name for f in fields(TrainConfig)}
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}")
+        expand_grid(self)  # validates every run's TrainConfig before anything trains
+        return self
+
+
+@dataclass
+class RunSpec:
+    """One run of the grid."""
+
+    run_id: str
+    variant: str
+    attn: Optional[str]
+    seed: int
+    lr: float
+    config: TrainConfig
+
+
+def _model_kwargs(variant: str, attn: Optional[str], skip_attn: str) -> dict[str, Any]:
+    kw = dict(VARIANTS[variant])
+    if variant.startswith("dual"):
+        kw.update(skip_attn=skip_attn, res_attn=attn)
+    elif attn is not None:
+        kw["attn"] = attn
+    return kw
+
+
+def expand_grid(cfg: CompareConfig) -> list[RunSpec]:
+    """All runs of the grid, in order: variant, attention, learning rate, seed."""
+    specs = []
+    for variant in cfg.patterns:
+        attns = [None] if variant == "none" else (cfg.attn or [DEFAULT_ATTN[variant]])
+        for attn in attns:
+            for lr in cfg.lrs:
+                for seed in cfg.seeds:
+                    opts = {**cfg.train_options}
+                    tc = TrainConfig(model=cfg.model, model_kwargs=_model_kwargs(variant, attn, cfg.skip_attn),
+                                     dataset=cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
+                                     train_subset=cfg.effective_train_subset(),
+                                     test_subset=cfg.test_subset, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=lr, seed=seed,
+                                     **opts).validate()
+                    parts = [variant] + ([attn] if attn else []) + [f"lr{lr:g}", f"s{seed}"]
+                    specs.append(RunSpec("-".join(parts), variant, attn, seed, lr, tc))
+    return specs
+
+
+def _read_result(run_dir: Path) -> Optional[dict[str, Any]]:
+    path = run_dir / "result.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: bool = True,
+                log=print) -> dict[str, Any]:
+    """Run (or continue) the grid and write the report.
+
+    Returns:
+        ``{"rows": [...], "paths": {...}, "table": str, "wall_time_s": float}``.
+
+    Raises:
+        ValueError: bad grid; :class:`resattn.data.DataNotFoundError`: data missing (before any run).
+    """
+    cfg.validate()
+    out = Path(cfg.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    specs = expand_grid(cfg)
+    command = command or " ".join(shlex.quote(a) for a in ["resattn", "compare", *sys.argv[1:]])
+    (out / "grid.json").write_text(json.dumps({"command": command, "config": asdict(cfg)},
+                                              indent=2, default=str))
+    t0 = time.perf_counter()
+    bundle = None
+    rows = []
+    for i, spec in enumerate(specs, 1):
+        run_dir = out / "runs" / spec.run_id
+        result = _read_result(run_dir)
+        if result is not None:
+            log(f"[{i}/{len(specs)}] {spec.run_id}: {result['status']} earlier, skipped")
+        else:
+            if bundle is None:
+                bundle = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download,
+                                      train_subset=cfg.effective_train_subset(),
+                                      test_subset=cfg.test_subset)
+            resuming = (run_dir / "checkpoint.pt").exists()
+            log(f"[{i}/{len(specs)}] {spec.run_id}: {'resuming' if resuming else 'training'}")
+            try:
+                train(spec.config, run_dir, bundle=bundle, resume=True, progress=progress)
+                result = _read_result(run_dir)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:  # keep going; finished runs and checkpoints stay on disk
+                traceback.print_exc()
+                result = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+            if result is not None:
+                log(f"    {result['status']}: best {result.get('best_acc', 0):.2f}%  final "
+                    f"{result.get('final_acc', 0):.2f}%  {result.get('images_per_s', 0):.0f} img/s")
+        rows.append({"run_id": spec.run_id, "variant": spec.variant, "attn": spec.attn,
+                     "seed": spec.seed, "lr": spec.lr, **_flat_result(result or {}, spec)})
+    wall = time.perf_counter() - t0
+    from .report import write_report  # matplotlib is imported only when a report is written
+    paths, table = write_report(out, rows, command=command, config=cfg, wall_time_s=wall)
+    return {"rows": rows, "paths": paths, "table": table, "wall_time_s": wall}
+
+
+def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
+    kw = spec.config.model_kwargs
+    return {
+        "pattern": kw.get("pattern"), "skip_attn": kw.get("skip_attn") if "dual" in spec.variant else None,
+        "skip_modulation": ("gate" if spec.variant == "dual-gate" else
+                            "near_identity" if spec.variant == "dual" else None),
+        "model": spec.config.model, "dataset": spec.config.dataset, "epochs": spec.config.epochs,
+        "train_subset": spec.config.train_subset,
+        "params": result.get("params"), "mflops": result.get("mflops"),
+        "train_time_s": result.get("train_time_s"), "images_per_s": result.get("images_per_s"),
+        "best_acc": result.get("best_acc"), "final_acc": result.get("final_acc"),
+        "status": result.get("status", "missing"), "diverged": result.get("status") == "diverged",
+        "error": result.get("error"),
+    }

@@ -1,0 +1,580 @@
+"""One training run: model from a config, SGD/AdamW, warm-up + cosine, checkpoints, metrics.
+
+A run writes into its own folder:
+
+    metrics.jsonl    one JSON object per line: ``{"type": "step", ...}`` every ``log_every``
+                     steps and ``{"type": "epoch", ...}`` per epoch (losses, accuracies, learning
+                     rate, images/s, and the gate diagnostics of :class:`resattn.monitor.GateMonitor`)
+    checkpoint.pt    written atomically after every epoch (model, optimizer, scheduler, epoch);
+                     ``resume=True`` continues from it
+    result.json      the summary: status (``finished`` | ``diverged``), best/final test accuracy,
+                     parameters, MFLOPs per image, train time, images/s
+
+Data order and augmentation are drawn from generators seeded by (seed, epoch), so a run resumed
+at an epoch boundary sees the same batches as an uninterrupted one; with ``deterministic=True`` on
+the CPU both reach the same final weights.
+
+Under ``torchrun --nproc_per_node=N`` the run uses DistributedDataParallel (gloo on CPU, NCCL on
+CUDA) and a DistributedSampler; only rank 0 writes metrics and checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
+
+from .data import DataBundle, load_dataset
+from .models import create_model, is_model
+from .modulation import Modulation
+
+__all__ = ["TrainConfig", "RunResult", "train", "param_groups", "count_mflops", "attention_parameters"]
+
+OPTIMIZERS = ("sgd", "adamw")
+CHECKPOINT_FORMAT = "resattn-checkpoint/1"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one run. ``model_kwargs`` go to :func:`resattn.create_model`
+    (``pattern``, ``attn``, ``skip_modulation``, ...); ``num_classes``/``in_chans`` come from the
+    data set unless given.
+
+    Raises (from :meth:`validate`):
+        ValueError: a bad value, naming the field and the allowed values.
+    """
+
+    model: str = "cifar_resnet20"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "fashion-mnist"
+    data_dir: Optional[str] = None
+    download: bool = False
+    train_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+    epochs: int = 2
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    gamma_lr_scale: float = 1.0
+    warmup_epochs: float = 0.3
+    label_smoothing: float = 0.0
+    bf16: bool = False
+    grad_clip: Optional[float] = None
+    augment: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    channels_last: bool = True
+    log_every: int = 50
+    monitor: bool = True
+    monitor_every: int = 10
+    skip_gain_threshold: float = 0.7
+    init_from: Optional[str] = None
+    attn_only_epochs: int = 0
+    device: str = "auto"
+    num_workers: int = 2
+
+    def validate(self) -> "TrainConfig":
+        if not is_model(self.model):
+            from .models import list_models
+            raise ValueError(f"model={self.model!r} is not registered; allowed: {', '.join(list_models())}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
+        for name in ("epochs", "batch_size", "log_every", "monitor_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r} must be an integer >= 1")
+        for name in ("lr", "gamma_lr_scale"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}={v!r} must be a finite number > 0")
+        for name in ("weight_decay", "warmup_epochs", "momentum"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name}={v!r} must be a finite number >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip={self.grad_clip!r} must be > 0 or None")
+        if not 0 <= self.attn_only_epochs < self.epochs + 1:
+            raise ValueError(f"attn_only_epochs={self.attn_only_epochs!r} must be in 0..epochs")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device={self.device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}; allowed: {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+@dataclass
+class RunResult:
+    """Summary of one run, as written to ``result.json``."""
+
+    status: str
+    epochs_done: int
+    best_acc: float
+    final_acc: float
+    params: int
+    mflops: float
+    train_time_s: float
+    images_per_s: float
+    out_dir: str
+    error: Optional[str] = None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def attention_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters that belong to attention paths (attention modules and gamma)."""
+    seen: dict[int, nn.Parameter] = {}
+    for m in model.modules():
+        if isinstance(m, Modulation):
+            for p in m.parameters():
+                seen[id(p)] = p
+    return list(seen.values())
+
+
+def _is_gamma(name: str) -> bool:
+    return name.endswith(".gamma") or name == "gamma"
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float, gamma_lr_scale: float = 1.0
+                 ) -> list[dict[str, Any]]:
+    """Optimizer groups: weight decay on conv/linear weights only; none on norms, biases and
+    gamma (all parameters with ndim <= 1, and every gamma); gamma at ``lr * gamma_lr_scale``."""
+    decay, no_decay, gammas = [], [], []
+    for name, p in model.named_parameters():
+        if _is_gamma(name):
+            gammas.append(p)
+        elif p.ndim <= 1:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr, "name": "decay"},
+              {"params": no_decay, "weight_decay": 0.0, "lr": lr, "name": "no_decay"}]
+    if gammas:
+        groups.append({"params": gammas, "weight_decay": 0.0, "lr": lr * gamma_lr_scale,
+                       "name": "gamma"})
+    return groups
+
+
+def count_mflops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """MFLOPs for one image of shape (C, H, W), counted by ``torch.utils.flop_counter``
+    (convolutions and matrix products, a multiply-add counted as 2 FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, *input_shape, device=device))
+    model.train(was_training)
+    return counter.get_total_flops() / 1e6
+
+
+def _lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Linear warm-up from 1/warmup to 1, then cosine decay to 0 at ``total_steps``."""
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
+    """Random crop with zero padding ``pad`` and horizontal flip, per image, on a batch tensor."""
+    n, _, h, w = x.shape
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)
+    flips = torch.rand(n, generator=gen) < 0.5
+    padded = F.pad(x, (pad, pad, pad, pad))
+    out = torch.empty_like(x)
+    for i in range(n):
+        dy, dx = int(shifts[i, 0]), int(shifts[i, 1])
+        out[i] = padded[i, :, dy:dy + h, dx:dx + w]
+    return torch.where(flips.view(n, 1, 1, 1), out.flip(3), out)
+
+
+def _plain(value: Any) -> Any:
+    """A picklable, JSON-able copy: callables (user attention factories, placement rules) become
+    their names; such a run's checkpoint restores weights but cannot rebuild the model alone."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if callable(value):
+        return f"<callable {getattr(value, '__qualname__', type(value).__name__)}>"
+    return value
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class _Dist:
+    """Rank/world from torchrun's environment; a no-op for single-process runs."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.enabled = self.world > 1
+        self.owns_group = False
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.owns_group = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: list[float], device: torch.device) -> list[float]:
+        if not self.enabled:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        return self.all_sum([float(flag)], device)[0] > 0
+
+    def close(self) -> None:
+        if self.owns_group:
+            dist.destroy_process_group()
+
+
+def _select_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return torch.device(name)
+
+
+def _batches(bundle_split, sampler: Iterable[int], batch_size: int, in_memory: bool,
+             num_workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of ``sampler``'s indices: slices of the in-memory tensors, or a DataLoader."""
+    if in_memory:
+        x, y = bundle_split.tensors
+        idx = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        for i in range(0, len(idx), batch_size):
+            j = idx[i:i + batch_size]
+            yield x[j], y[j]
+    else:
+        yield from DataLoader(bundle_split, batch_size=batch_size, sampler=sampler,
+                              num_workers=num_workers, drop_last=False)
+
+
+def _tensors(split) -> Optional[TensorDataset]:
+    """The TensorDataset behind an in-memory split (or a Subset of one)."""
+    if isinstance(split, TensorDataset):
+        return split
+    if isinstance(split, Subset) and isinstance(split.dataset, TensorDataset):
+        idx = torch.as_tensor(split.indices)
+        return TensorDataset(*(t[idx] for t in split.dataset.tensors))
+    return None
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split, *, batch_size: int, device: torch.device, in_memory: bool,
+             bf16: bool = False, channels_last: bool = False, ddp: Optional[_Dist] = None,
+             num_workers: int = 0) -> tuple[float, float]:
+    """Test loss (mean cross-entropy) and top-1 accuracy in % on ``split`` (sharded over ranks)."""
+    model.eval()
+    world, rank = (ddp.world, ddp.rank) if ddp else (1, 0)
+    indices = range(rank, len(split), world)  # each rank takes rank::world, no padding
+    loss_sum, correct, count = 0.0, 0.0, 0.0
+    for x, y in _batches(split, indices, batch_size, in_memory, num_workers):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += y.numel()
+    loss_sum, correct, count = (ddp.all_sum([loss_sum, correct, count], device) if ddp
+                                else (loss_sum, correct, count))
+    return loss_sum / max(count, 1), 100.0 * correct / max(count, 1)
+
+
+# ----------------------------------------------------------------------------- the run
+
+def build_model(config: TrainConfig, bundle: DataBundle) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a run and the kwargs that rebuild it (saved in checkpoints)."""
+    kwargs = dict(config.model_kwargs)
+    kwargs.setdefault("num_classes", bundle.num_classes)
+    kwargs.setdefault("in_chans", bundle.in_chans)
+    if "stages" in kwargs and kwargs["stages"] is not None and not callable(kwargs["stages"]):
+        kwargs["stages"] = list(kwargs["stages"])
+    model = create_model(config.model, **kwargs)
+    if config.init_from:
+        from .weights import load_pretrained  # fine-tuning from a converted or pretrained model
+        load_pretrained(model, config.init_from)
+    return model, kwargs
+
+
+def _load_checkpoint(path: Path) -> Optional[dict[str, Any]]:
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _keep_metrics_until(path: Path, epochs_done: int) -> None:
+    """Drop metric lines written after the last checkpoint (a killed run's partial epoch)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by the kill
+        if rec.get("epoch", 0) <= epochs_done:
+            keep.append(line)
+    _atomic_write_text(path, "".join(s + "\n" for s in keep))
+
+
+def train(config: TrainConfig, out_dir: str | os.PathLike, *, bundle: Optional[DataBundle] = None,
+          resume: bool = True, progress: bool = True,
+          stop_after_epochs: Optional[int] = None) -> RunResult:
+    """Train one model; see the module docstring for what is written to ``out_dir``.
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+        out_dir: the run's folder (created).
+        bundle: data already loaded (``compare`` loads once for all runs); loaded from ``config``
+            when None.
+        resume: continue from ``out_dir/checkpoint.pt`` when it exists.
+        progress: show a tqdm progress bar (rank 0 only).
+        stop_after_epochs: stop (as if killed) after this many epochs of this call; for tests.
+
+    Returns:
+        :class:`RunResult`. A non-finite loss ends the run with ``status='diverged'`` and keeps
+        all metrics and the last good checkpoint.
+
+    Raises:
+        ValueError: bad config; :class:`resattn.data.DataNotFoundError`: data missing.
+    """
+    config.validate()
+    out = Path(out_dir)
+    device = _select_device(config.device)
+    ddp = _Dist(device)
+    try:
+        return _train(config, out, device, ddp, bundle, resume, progress, stop_after_epochs)
+    finally:
+        ddp.close()
+
+
+def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
+           bundle: Optional[DataBundle], resume: bool, progress: bool,
+           stop_after_epochs: Optional[int]) -> RunResult:
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    torch.manual_seed(config.seed)
+    if bundle is None:
+        bundle = load_dataset(config.dataset, config.data_dir, download=config.download,
+                              train_subset=config.train_subset, test_subset=config.test_subset)
+    train_split = _tensors(bundle.train) if bundle.in_memory else bundle.train
+    test_split = _tensors(bundle.test) if bundle.in_memory else bundle.test
+    in_memory = bundle.in_memory
+
+    model, model_kwargs = build_model(config, bundle)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    n_params = sum(p.numel() for p in model.parameters())
+    mflops = count_mflops(model, (bundle.in_chans, *bundle.image_size))
+
+    opt_cls = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.AdamW
+    opt_kw = dict(momentum=config.momentum, nesterov=config.momentum > 0) if config.optimizer == "sgd" else {}
+    optimizer = opt_cls(param_groups(model, config.weight_decay, config.lr, config.gamma_lr_scale),
+                        lr=config.lr, **opt_kw)
+    sampler = DistributedSampler(train_split, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
+                                 seed=config.seed, drop_last=False)
+    steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, total_steps))
+
+    ckpt_path, metrics_path, result_path = out / "checkpoint.pt", out / "metrics.jsonl", out / "result.json"
+    start_epoch, best_acc, train_time, seen_images = 0, 0.0, 0.0, 0
+    history: list[dict[str, Any]] = []
+    ckpt = _load_checkpoint(ckpt_path) if resume else None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, best_acc = ckpt["epoch"], ckpt["best_acc"]
+        train_time, seen_images = ckpt["train_time_s"], ckpt["images_seen"]
+        history = ckpt.get("history", [])
+        if ddp.main:
+            _keep_metrics_until(metrics_path, start_epoch)
+    elif ddp.main and metrics_path.exists():
+        metrics_path.unlink()
+
+    attn_params = {id(p) for p in attention_parameters(model)}
+    net: nn.Module = model
+    if ddp.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=config.attn_only_epochs > 0)
+
+    monitor = None
+    if config.monitor:
+        from .monitor import GateMonitor
+        monitor = GateMonitor(model, every=config.monitor_every, threshold=config.skip_gain_threshold)
+
+    def log(rec: dict[str, Any]) -> None:
+        if ddp.main:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    status, error = "finished", None
+    epoch = start_epoch
+    bar = None
+    try:
+        if monitor is not None:
+            monitor.attach()
+        for epoch in range(start_epoch, config.epochs):
+            if stop_after_epochs is not None and epoch - start_epoch >= stop_after_epochs:
+                status = "interrupted"
+                break
+            frozen = epoch < config.attn_only_epochs
+            for p in model.parameters():
+                p.requires_grad_(not frozen or id(p) in attn_params)
+            net.train()
+            sampler.set_epoch(epoch)
+            gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            if progress and ddp.main:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                           leave=False, dynamic_ncols=True)
+            loss_sum, correct, count, t0 = 0.0, 0.0, 0, time.perf_counter()
+            diverged = False
+            for step, (x, y) in enumerate(_batches(train_split, sampler, config.batch_size,
+                                                    in_memory, config.num_workers)):
+                if config.augment and in_memory:
+                    x = _augment(x, gen, pad=max(1, x.shape[-1] // 8))
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                    logits = net(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                if ddp.any(not torch.isfinite(loss).item(), device):
+                    diverged = True
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.item() * y.numel()
+                correct += (logits.argmax(1) == y).sum().item()
+                count += y.numel()
+                elapsed = time.perf_counter() - t0
+                ips = count * ddp.world / max(elapsed, 1e-9)
+                lr = optimizer.param_groups[0]["lr"]
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{100 * correct / count:.1f}",
+                                    lr=f"{lr:.3g}", img_s=f"{ips:.0f}")
+                global_step = epoch * steps_per_epoch + step + 1
+                if global_step % config.log_every == 0:
+                    log({"type": "step", "epoch": epoch + 1, "step": global_step,
+                         "loss": loss.item(), "lr": lr, "images_per_s": ips})
+            if bar is not None:
+                bar.close()
+                bar = None
+            epoch_time = time.perf_counter() - t0
+            if diverged:
+                status = "diverged"
+                log({"type": "diverged", "epoch": epoch + 1, "step": epoch * steps_per_epoch + step + 1})
+                break
+            train_loss, train_correct, train_count = ddp.all_sum([loss_sum, correct, count], device)
+            train_time += epoch_time
+            seen_images += int(train_count)
+            if monitor is not None:
+                monitor.detach()  # gate statistics describe training forwards only
+            test_loss, test_acc = evaluate(model, test_split, batch_size=2 * config.batch_size,
+                                           device=device, in_memory=in_memory, bf16=config.bf16,
+                                           channels_last=config.channels_last,
+                                           ddp=ddp if ddp.enabled else None,
+                                           num_workers=config.num_workers)
+            best_acc = max(best_acc, test_acc)
+            rec = {"type": "epoch", "epoch": epoch + 1,
+                   "train_loss": train_loss / max(train_count, 1),
+                   "train_acc": 100.0 * train_correct / max(train_count, 1),
+                   "test_loss": test_loss, "test_acc": test_acc,
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_time,
+                   "images_per_s": train_count / max(epoch_time, 1e-9),
+                   "attn_only": frozen}
+            if monitor is not None:
+                rec["gates"] = monitor.summary(reset=True)
+                monitor.attach()
+                for name, gain in monitor.closing(rec["gates"]):
+                    warnings.warn(f"epoch {epoch + 1}: block {name} skip gain {gain:.3f} is below "
+                                  f"{config.skip_gain_threshold} - the identity path is closing",
+                                  RuntimeWarning, stacklevel=2)
+            log(rec)
+            history.append({k: v for k, v in rec.items() if k != "type"})
+            if ddp.main:
+                _atomic_save({"format": CHECKPOINT_FORMAT, "arch": config.model,
+                              "model_kwargs": _plain(model_kwargs), "convert_kwargs": None,
+                              "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                              "best_acc": best_acc, "train_time_s": train_time,
+                              "images_seen": seen_images, "history": history,
+                              "config": _plain(config.to_dict())}, ckpt_path)
+            if ddp.enabled:
+                dist.barrier()
+    finally:
+        if bar is not None:
+            bar.close()
+        if monitor is not None:
+            monitor.detach()
+
+    epochs_done = len(history)
+    result = RunResult(
+        status=status, epochs_done=epochs_done, best_acc=best_acc,
+        final_acc=history[-1]["test_acc"] if history else 0.0, params=n_params, mflops=mflops,
+        train_time_s=train_time, images_per_s=seen_images / max(train_time, 1e-9),
+        out_dir=str(out), error=error)
+    if ddp.main and status != "interrupted":
+        _atomic_write_text(result_path, json.dumps(
+            {**asdict(result), "config": _plain(config.to_dict()), "model_kwargs": _plain(model_kwargs),
+             "torch": torch.__version__, "machine": platform.platform()}, indent=2, default=str))
+    return result
