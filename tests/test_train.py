@@ -149,3 +149,30 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert eps[-1]["test_acc"] >= 80.0
     # each rank trains on half of the 1437 images; the epoch totals cover all of them
     assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_fine_tune_a_converted_checkpoint_attention_first(tmp_path, digits):
+    import warnings
+
+    from resattn.convert import convert
+    from resattn.weights import save_checkpoint
+    torch.manual_seed(0)
+    base = create_model("cifar_resnet20", in_chans=1, num_classes=7)  # "pretrained", 7 classes
+    convert(base, pattern="dual")
+    path = save_checkpoint(base, tmp_path / "converted.pt", arch="cifar_resnet20",
+                           model_kwargs={"in_chans": 1, "num_classes": 7},
+                           convert_kwargs={"pattern": "dual"})
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    cfg = TrainConfig(dataset="digits", epochs=2, attn_only_epochs=1, batch_size=128,
+                      init_from=str(path), monitor=False)
+    r = train(cfg, tmp_path / "ft", bundle=digits, progress=False)
+    assert r.status == "finished"
+    ckpt = torch.load(tmp_path / "ft" / "checkpoint.pt", weights_only=True)
+    after = ckpt["state_dict"]
+    assert ckpt["arch"] == "cifar_resnet20" and ckpt["convert_kwargs"] == {"pattern": "dual"}
+    assert after["fc.weight"].shape == (10, 64)  # new head for digits' 10 classes
+    # after both epochs the backbone moved too (phase 2 trains everything)
+    assert not torch.equal(before["layer1.0.conv1.weight"], after["layer1.0.conv1.weight"])
+    with pytest.raises(ValueError, match="takes 1 input channels, the data set 'cifar10'"):
+        from resattn.train import build_model
+        build_model(TrainConfig(init_from=str(path)), type(digits)(**{**digits.__dict__, "name": "cifar10", "in_chans": 3}))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -29,7 +30,8 @@ from .modulation import Modulation, validate_modulation
 
 __all__ = [
     "PATTERNS", "NORM_LAYERS", "SHORTCUTS", "AttentionConfig", "resolve_pattern",
-    "get_norm_layer", "ResidualBlock", "BasicBlock", "Bottleneck", "ShortcutA", "conv1x1", "conv3x3",
+    "get_norm_layer", "attention_paths", "ResidualBlock", "BasicBlock", "Bottleneck", "ShortcutA",
+    "conv1x1", "conv3x3",
 ]
 
 PATTERNS: tuple[str, ...] = ("none", "branch", "post", "pre", "dual")
@@ -211,6 +213,26 @@ def make_shortcut(in_planes: int, out_planes: int, stride: int, shortcut: str,
     return nn.Sequential(conv1x1(in_planes, out_planes, stride), norm_layer(out_planes))
 
 
+def attention_paths(config: AttentionConfig, in_planes: int, out_planes: int
+                    ) -> dict[str, Modulation]:
+    """The gated paths of one block, by attribute name (identity where the pattern has none).
+
+    ``attn``: after F (``branch``), on the sum (``post``), both on C_out; before F on C_in (``pre``).
+    ``skip_attn``, ``res_attn``: the two paths of ``dual``, on C_out.
+    """
+    p = config.pattern
+    paths = {"attn": Modulation(None, 1), "skip_attn": Modulation(None, 1),
+             "res_attn": Modulation(None, 1)}
+    if p in ("branch", "post"):
+        paths["attn"] = config.modulation_for("attn", out_planes)
+    elif p == "pre":
+        paths["attn"] = config.modulation_for("attn", in_planes)
+    elif p == "dual":
+        paths["skip_attn"] = config.modulation_for("skip", out_planes)
+        paths["res_attn"] = config.modulation_for("res", out_planes)
+    return paths
+
+
 class ResidualBlock(nn.Module):
     """Base class: skip path, attention placement and output activation; subclasses define F.
 
@@ -243,22 +265,41 @@ class ResidualBlock(nn.Module):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r} must be an integer >= 1")
         config = config or AttentionConfig()
-        self.config = config
-        self.pattern = config.pattern
         self.stride = stride
         out_planes = planes * self.expansion
         norm = get_norm_layer(norm_layer)
         self._build_residual(in_planes, planes, stride, norm, act_layer, groups, base_width)
         self.downsample = make_shortcut(in_planes, out_planes, stride, shortcut, norm)
         self.relu = _act(act_layer)
-        self.attn = Modulation(None, 1)
-        if self.pattern in ("branch", "post"):
-            self.attn = config.modulation_for("attn", out_planes)
-        elif self.pattern == "pre":
-            self.attn = config.modulation_for("attn", in_planes)
-        dual = self.pattern == "dual"
-        self.skip_attn = config.modulation_for("skip", out_planes) if dual else Modulation(None, 1)
-        self.res_attn = config.modulation_for("res", out_planes) if dual else Modulation(None, 1)
+        self.set_attention(config, attention_paths(config, in_planes, out_planes))
+
+    @classmethod
+    def from_modules(cls, modules: Mapping[str, Optional[nn.Module]], *, stride: int,
+                     config: AttentionConfig, paths: Mapping[str, Modulation]) -> "ResidualBlock":
+        """A block around existing modules, without creating backbone weights (used by
+        :func:`resattn.convert.convert`).
+
+        Args:
+            modules: attribute name -> module (or None), in registration order: the branch
+                (``conv1``, ``bn1``, ``act1``, ...), ``downsample`` and the output ``relu``.
+            stride: the block's stride.
+            config: its :class:`AttentionConfig`.
+            paths: its gated paths, from :func:`attention_paths`.
+        """
+        block = cls.__new__(cls)
+        nn.Module.__init__(block)
+        block.stride = stride
+        for name, module in modules.items():
+            setattr(block, name, module)
+        block.set_attention(config, paths)
+        return block
+
+    def set_attention(self, config: AttentionConfig, paths: Mapping[str, Modulation]) -> None:
+        """Set the pattern and the three paths ``attn``, ``skip_attn``, ``res_attn``."""
+        self.config = config
+        self.pattern = config.pattern
+        for name in ("attn", "skip_attn", "res_attn"):
+            setattr(self, name, paths[name])
 
     def _build_residual(self, in_planes: int, planes: int, stride: int,
                         norm: Callable[[int], nn.Module], act_layer: ActSpec,
@@ -291,6 +332,12 @@ class ResidualBlock(nn.Module):
         """The modulations that carry attention in this block, by path name."""
         paths = {"attn": self.attn, "skip_attn": self.skip_attn, "res_attn": self.res_attn}
         return {k: m for k, m in paths.items() if not m.is_identity}
+
+    def branch_output(self) -> nn.Module:
+        """The module whose output is F's output (the last norm of the branch here; a converted
+        timm block with ``se``/``drop_path`` ends with those). :class:`resattn.monitor.GateMonitor`
+        hooks it."""
+        return self.bn3 if hasattr(self, "bn3") else self.bn2
 
     def zero_init_last_norm(self) -> None:
         """Zero the weight of the branch's last norm so the block starts as its skip path."""

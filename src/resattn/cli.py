@@ -199,10 +199,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
           f"{parity['max_abs_diff']:.3g}, top-1 agreement {100 * parity['top1_agreement']:.1f}%"
           f" -> {'PASS' if parity['passed'] else 'FAIL'}")
     if args.out:
-        save_checkpoint(args.out, model, arch=meta["arch"], model_kwargs=meta.get("model_kwargs") or {},
+        save_checkpoint(model, args.out, arch=meta["arch"], model_kwargs=meta.get("model_kwargs") or {},
                         convert_kwargs=kwargs)
         print(f"converted checkpoint: {args.out}")
-    return 0 if parity["passed"] or not kwargs.get("modulation", "near_identity") == "near_identity" else 5
+    # a conversion that cannot preserve the function has said so (report.warnings)
+    return 0 if parity["passed"] or report.warnings else 5
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -235,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--out", default="runs/train", help="run folder (metrics, checkpoint, result)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.pt (the default when one exists)")
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     t.add_argument("--no-progress", action="store_true")
     _add_data_args(t)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, fields
@@ -76,6 +75,29 @@ class CompareConfig:
     batch_size: int = 128
     out: str = "runs/compare"
     train_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_command(self) -> str:
+        """The ``resattn compare`` command line that makes this grid (non-default options)."""
+        default = CompareConfig()
+        flags = {"dataset": "--dataset", "data_dir": "--data-dir", "model": "--model",
+                 "patterns": "--patterns", "attn": "--attn", "skip_attn": "--skip-attn",
+                 "seeds": "--seeds", "lrs": "--lr", "epochs": "--epochs",
+                 "train_subset": "--train-subset", "test_subset": "--test-subset",
+                 "batch_size": "--batch-size", "out": "--out"}
+        parts = ["resattn", "compare"] + (["--full"] if not self.quick else [])
+        for name, flag in flags.items():
+            value = getattr(self, name)
+            if value != getattr(default, name) and value is not None:
+                parts += [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+        if self.download:
+            parts.append("--download")
+        for k, v in self.train_options.items():
+            flag = k.replace("_", "-")
+            if isinstance(v, bool):  # switches: --bf16, --deterministic, --no-augment, ...
+                parts.append(f"--{flag}" if v else f"--no-{flag}")
+            else:
+                parts += [f"--{flag}", str(v)]
+        return " ".join(shlex.quote(p) for p in parts)
 
     def effective_train_subset(self) -> Optional[int]:
         """``train_subset``, or the quick default (20k) for the large sets when it is None."""
@@ -164,7 +186,7 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
     out = Path(cfg.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     specs = expand_grid(cfg)
-    command = command or " ".join(shlex.quote(a) for a in ["resattn", "compare", *sys.argv[1:]])
+    command = command or cfg.to_command()
     (out / "grid.json").write_text(json.dumps({"command": command, "config": asdict(cfg)},
                                               indent=2, default=str))
     t0 = time.perf_counter()

@@ -105,10 +105,12 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS})
 
 
-def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> dict[str, Path]:
+def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
+           threshold: float = 0.7) -> dict[str, Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     paths: dict[str, Path] = {}
     done = [s for s in summary if s["finished"]]
@@ -129,14 +131,17 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]])
 
     metrics = {r["run_id"]: read_metrics(out / "runs" / r["run_id"]) for r in rows}
     fig, ax = plt.subplots(figsize=(7, 4))
+    by_step = any(m.get("type") == "step" for ms in metrics.values() for m in ms)
+    kind, x_key, y_key = ("step", "step", "loss") if by_step else ("epoch", "epoch", "train_loss")
     drawn = False
     for r in rows:
-        steps = [m for m in metrics[r["run_id"]] if m.get("type") == "step"]
-        if steps:
-            ax.plot([m["step"] for m in steps], [m["loss"] for m in steps], label=r["run_id"], lw=1)
+        recs = [m for m in metrics[r["run_id"]] if m.get("type") == kind]
+        if recs:
+            ax.plot([m[x_key] for m in recs], [m[y_key] for m in recs], label=r["run_id"], lw=1,
+                    marker=None if by_step else "o")
             drawn = True
     if drawn:
-        ax.set_xlabel("step")
+        ax.set_xlabel(kind)
         ax.set_ylabel("training loss")
         ax.set_yscale("log")
         ax.legend(fontsize=7, ncol=2)
@@ -158,6 +163,7 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]])
                     ax.plot([e["epoch"] for e in eps], ys, style, marker="o",
                             label=f"{run_id} {'γ_s' if 'skip' in key else 'γ_r'}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("mean effective γ over dual blocks")
         ax.set_title("γ_s (solid) and γ_r (dashed) per epoch")
         ax.legend(fontsize=7)
@@ -167,7 +173,8 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]])
         plt.close(fig)
 
         runs = [k for k, v in gate_epochs.items() if v]
-        fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False,
+                                 sharey=True)
         for ax, run_id in zip(axes[0], runs):
             eps = gate_epochs[run_id]
             blocks = [b for b, v in eps[0]["gates"].items() if "gate_energy/skip_attn" in v]
@@ -175,11 +182,14 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]])
                 ax.plot([e["epoch"] for e in eps], [e["gates"][b]["skip_gain"] for e in eps],
                         marker=".", label=b)
             ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+            ax.axhline(threshold, color="tab:red", lw=0.8, ls="--")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(run_id, fontsize=9)
             ax.set_xlabel("epoch")
             ax.set_ylabel("skip gain ‖s‖/‖skip(x)‖")
             ax.legend(fontsize=6)
-        fig.suptitle("Skip gain per block (below 1: the identity path is shrinking)")
+        fig.suptitle(f"Skip gain per block (below 1: the identity path shrinks; red: warning "
+                     f"threshold {threshold:g})")
         fig.tight_layout()
         paths["skip_gain"] = out / "skip_gain.png"
         fig.savefig(paths["skip_gain"], dpi=120)
@@ -198,7 +208,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], *, command: str, config:
     out = Path(out)
     summary = summarise(rows)
     _write_csv(out / "results.csv", rows)
-    plots = _plots(out, rows, summary)
+    plots = _plots(out, rows, summary, threshold=config.train_options.get("skip_gain_threshold", 0.7))
     md = [
         "# resattn compare report", "",
         f"Data set: **{config.dataset}**, model: **{config.model}**, epochs: {config.epochs}, "
@@ -209,7 +219,8 @@ def write_report(out: Path, rows: list[dict[str, Any]], *, command: str, config:
         "(multiply-add = 2 FLOPs). img/s = training images per second.", "",
         "## How this was made", "",
         f"    {command}", "",
-        f"- wall time: {wall_time_s:.0f} s",
+        f"- wall time of this invocation: {wall_time_s:.0f} s; training time of all runs: "
+        f"{sum(r.get('train_time_s') or 0 for r in rows):.0f} s",
         f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, CUDA: {torch.cuda.is_available()}",
         f"- torch {torch.__version__}, python {platform.python_version()}",

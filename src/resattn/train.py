@@ -38,11 +38,11 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDatas
 from .data import DataBundle, load_dataset
 from .models import create_model, is_model
 from .modulation import Modulation
+from .weights import read_checkpoint, save_checkpoint
 
 __all__ = ["TrainConfig", "RunResult", "train", "param_groups", "count_mflops", "attention_parameters"]
 
 OPTIMIZERS = ("sgd", "adamw")
-CHECKPOINT_FORMAT = "resattn-checkpoint/1"
 
 
 @dataclass
@@ -77,7 +77,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     channels_last: bool = True
-    log_every: int = 50
+    log_every: int = 20
     monitor: bool = True
     monitor_every: int = 10
     skip_gain_threshold: float = 0.7
@@ -228,12 +228,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
@@ -328,24 +322,64 @@ def evaluate(model: nn.Module, split, *, batch_size: int, device: torch.device, 
 
 # ----------------------------------------------------------------------------- the run
 
-def build_model(config: TrainConfig, bundle: DataBundle) -> tuple[nn.Module, dict[str, Any]]:
-    """The model of a run and the kwargs that rebuild it (saved in checkpoints)."""
+@dataclass
+class _Built:
+    model: nn.Module
+    arch: str
+    model_kwargs: dict[str, Any]
+    convert_kwargs: Optional[dict[str, Any]]
+
+
+def build_model(config: TrainConfig, bundle: DataBundle) -> _Built:
+    """The model of a run and what rebuilds it (saved in checkpoints).
+
+    ``init_from`` may be a resattn checkpoint (from ``resattn convert`` or ``resattn train``: the
+    model is rebuilt from it, converted ones included), or a ``state_dict`` path / ``resnet*``
+    name loaded into ``config.model`` (:func:`resattn.weights.load_pretrained`). A classifier
+    whose size differs from the data set's classes is replaced by a new one (fine-tuning).
+    """
+    from .weights import CHECKPOINT_FORMAT, _resolve_source, clean_state_dict, load_model, load_pretrained
     kwargs = dict(config.model_kwargs)
     kwargs.setdefault("num_classes", bundle.num_classes)
     kwargs.setdefault("in_chans", bundle.in_chans)
-    if "stages" in kwargs and kwargs["stages"] is not None and not callable(kwargs["stages"]):
+    if kwargs.get("stages") is not None and not callable(kwargs["stages"]):
         kwargs["stages"] = list(kwargs["stages"])
+    source = config.init_from
+    ckpt = read_checkpoint(source) if source and Path(source).is_file() else None
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        model, meta = load_model(source)
+        arch, model_kwargs, convert_kwargs = meta["arch"], dict(meta["model_kwargs"]), meta["convert_kwargs"]
+        stem = getattr(model, "conv1", None)
+        if isinstance(stem, nn.Conv2d) and stem.in_channels != bundle.in_chans:
+            raise ValueError(f"init_from={source!r}: the model takes {stem.in_channels} input "
+                             f"channels, the data set {bundle.name!r} has "
+                             f"{bundle.in_chans}")
+        head = _classifier(model)
+        if head.out_features != bundle.num_classes:
+            _set_classifier(model, nn.Linear(head.in_features, bundle.num_classes))
+            model_kwargs["num_classes"] = bundle.num_classes
+        return _Built(model, arch, model_kwargs, convert_kwargs)
     model = create_model(config.model, **kwargs)
-    if config.init_from:
-        from .weights import load_pretrained  # fine-tuning from a converted or pretrained model
-        load_pretrained(model, config.init_from)
-    return model, kwargs
+    if source:
+        state = dict(clean_state_dict(ckpt) if ckpt is not None else _resolve_source(source))
+        own = model.state_dict()
+        for k in ("fc.weight", "fc.bias"):  # a new head for the data set's classes
+            if k in state and k in own and state[k].shape != own[k].shape:
+                state[k] = own[k]
+        load_pretrained(model, state)
+    return _Built(model, config.model, kwargs, None)
 
 
-def _load_checkpoint(path: Path) -> Optional[dict[str, Any]]:
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+def _classifier(model: nn.Module) -> nn.Linear:
+    head = getattr(model, "fc", None)
+    if not isinstance(head, nn.Linear):
+        raise ValueError(f"init_from: cannot find the classifier (an nn.Linear named 'fc') of "
+                         f"{type(model).__name__} to fit the data set's classes")
+    return head
+
+
+def _set_classifier(model: nn.Module, head: nn.Linear) -> None:
+    model.fc = head
 
 
 def _keep_metrics_until(path: Path, epochs_done: int) -> None:
@@ -410,7 +444,8 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
     test_split = _tensors(bundle.test) if bundle.in_memory else bundle.test
     in_memory = bundle.in_memory
 
-    model, model_kwargs = build_model(config, bundle)
+    built = build_model(config, bundle)
+    model = built.model
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -431,7 +466,7 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
     ckpt_path, metrics_path, result_path = out / "checkpoint.pt", out / "metrics.jsonl", out / "result.json"
     start_epoch, best_acc, train_time, seen_images = 0, 0.0, 0.0, 0
     history: list[dict[str, Any]] = []
-    ckpt = _load_checkpoint(ckpt_path) if resume else None
+    ckpt = read_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if ckpt is not None:
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -552,13 +587,13 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
             log(rec)
             history.append({k: v for k, v in rec.items() if k != "type"})
             if ddp.main:
-                _atomic_save({"format": CHECKPOINT_FORMAT, "arch": config.model,
-                              "model_kwargs": _plain(model_kwargs), "convert_kwargs": None,
-                              "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                              "best_acc": best_acc, "train_time_s": train_time,
-                              "images_seen": seen_images, "history": history,
-                              "config": _plain(config.to_dict())}, ckpt_path)
+                save_checkpoint(model, ckpt_path, arch=built.arch,
+                                model_kwargs=_plain(built.model_kwargs),
+                                convert_kwargs=built.convert_kwargs,
+                                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                                epoch=epoch + 1, best_acc=best_acc, train_time_s=train_time,
+                                images_seen=seen_images, history=history,
+                                config=_plain(config.to_dict()))
             if ddp.enabled:
                 dist.barrier()
     finally:
@@ -575,6 +610,7 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
         out_dir=str(out), error=error)
     if ddp.main and status != "interrupted":
         _atomic_write_text(result_path, json.dumps(
-            {**asdict(result), "config": _plain(config.to_dict()), "model_kwargs": _plain(model_kwargs),
+            {**asdict(result), "config": _plain(config.to_dict()), "arch": built.arch,
+             "model_kwargs": _plain(built.model_kwargs),
              "torch": torch.__version__, "machine": platform.platform()}, indent=2, default=str))
     return result

@@ -1,0 +1,436 @@
+"""Pretrained weights and the shared checkpoint format.
+
+:func:`load_pretrained` loads backbone weights into a model that may have attention the weights
+do not know about: every backbone tensor must load (same key, same shape); only the parameters of
+resattn's :class:`~resattn.modulation.Modulation` modules (attention and gamma) may stay new.
+
+The checkpoint written by :func:`save_checkpoint` (and by training) is a dict::
+
+    {"format": "resattn-checkpoint/1",
+     "arch": "cifar_resnet20" | "torchvision:resnet50" | "timm:resnet50",
+     "model_kwargs": {...},            # JSON-able builder arguments
+     "convert_kwargs": {...} | None,   # JSON-able arguments of resattn.convert.convert
+     "state_dict": {...},
+     ...}                              # training adds "optimizer", "epoch", ...
+
+:func:`load_model` rebuilds such a model (architecture, then conversion, then weights, strictly).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+import torch.nn as nn
+
+from .modulation import Modulation
+
+__all__ = ["CHECKPOINT_FORMAT", "TORCHVISION_WEIGHTS", "LoadReport", "load_pretrained",
+           "read_checkpoint", "clean_state_dict", "parse_arch", "build_model", "make_checkpoint",
+           "save_checkpoint", "load_model"]
+
+CHECKPOINT_FORMAT = "resattn-checkpoint/1"
+
+#: Names that :func:`load_pretrained` resolves to torchvision's ImageNet weights (``DEFAULT``).
+TORCHVISION_WEIGHTS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+#: Prefixes added by wrappers: DistributedDataParallel / DataParallel and torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+Source = Union[Mapping[str, torch.Tensor], str, os.PathLike]
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did.
+
+    Attributes:
+        loaded: keys copied into the model.
+        missing: model keys the source did not have: the new attention/gamma parameters (and,
+            with ``strict_backbone=False``, any other missing key).
+        unexpected: source keys the model does not have (only with ``strict_backbone=False``).
+    """
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        s = (f"loaded {len(self.loaded)} tensors; {len(self.missing)} missing (new), "
+             f"{len(self.unexpected)} unexpected")
+        if self.unexpected:
+            s += f": {', '.join(self.unexpected[:5])}{' ...' if len(self.unexpected) > 5 else ''}"
+        return s
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True`` (tensors, containers, numbers and strings only;
+    no code runs while reading).
+
+    Raises:
+        FileNotFoundError: no such file.
+        RuntimeError: the file holds other Python objects; the message says how to load it when
+            the file is trusted.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RuntimeError(
+            f"{str(path)!r} holds Python objects other than tensors, so it cannot be read with "
+            f"weights_only=True ({str(e).splitlines()[0]}). If you trust the file, load it with "
+            "torch.load(path, weights_only=False) and pass its state_dict instead") from e
+
+
+def _strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                changed = True
+    return key
+
+
+def clean_state_dict(obj: Any) -> dict[str, torch.Tensor]:
+    """The state_dict inside ``obj``: a state_dict itself, or a dict holding one under
+    ``'state_dict'`` or ``'model'``; wrapper prefixes ``module.`` (DDP) and ``_orig_mod.``
+    (torch.compile) are removed from every key.
+
+    Raises:
+        ValueError: ``obj`` holds no state_dict, or two keys become the same without prefixes.
+    """
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        keys = sorted(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
+        raise ValueError("source holds no state_dict (a mapping of names to tensors, itself or "
+                         f"under 'state_dict' or 'model'); found {keys}")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in obj.items():
+        clean = _strip_prefixes(key)
+        if clean in out:
+            raise ValueError(f"state_dict keys {key!r} and another one both become {clean!r} "
+                             "once the module./_orig_mod. prefixes are removed")
+        out[clean] = value
+    return out
+
+
+def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    try:
+        return weights.get_state_dict(progress=True)
+    except Exception as e:  # URLError, socket errors, HTTP errors, partial downloads
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        raise RuntimeError(
+            f"could not get torchvision's {weights} weights for {name!r}: downloading from "
+            f"{weights.url} failed ({type(e).__name__}: {e}); offline, pass a local path "
+            f"instead (load_pretrained(model, 'path/to/{name}.pth') or "
+            f"create_model({name!r}, pretrained='path/to/{name}.pth')), or put "
+            f"{Path(weights.url).name} in {cache}") from e
+
+
+def _resolve_source(source: Source) -> dict[str, torch.Tensor]:
+    if isinstance(source, Mapping):
+        return clean_state_dict(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a state_dict, a checkpoint path or a model name "
+                        f"({', '.join(TORCHVISION_WEIGHTS)}); got {type(source).__name__}")
+    if Path(source).is_file():
+        return clean_state_dict(read_checkpoint(source))
+    name = str(source)
+    name = name.split(":", 1)[1] if name.startswith("torchvision:") else name
+    if name in TORCHVISION_WEIGHTS:
+        return _torchvision_state_dict(name)
+    raise ValueError(f"source={str(source)!r} is neither an existing checkpoint file nor a name "
+                     f"with pretrained weights; allowed names: {', '.join(TORCHVISION_WEIGHTS)}")
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------
+
+def _attention_keys(model: nn.Module) -> set[str]:
+    """state_dict keys that belong to resattn Modulation modules (attention and gamma)."""
+    prefixes = [name + "." for name, m in model.named_modules() if isinstance(m, Modulation)]
+    return {k for k in model.state_dict() if any(k.startswith(p) for p in prefixes)}
+
+
+def load_pretrained(model: nn.Module, source: Source, *, strict_backbone: bool = True
+                    ) -> LoadReport:
+    """Load backbone weights into ``model``, leaving its new attention parameters as they are.
+
+    Args:
+        model: a resattn model, or a converted torchvision/timm model.
+        source: a state_dict; a path to a checkpoint (a state_dict, or a dict holding one under
+            ``'state_dict'`` or ``'model'``, as resattn's own checkpoints); or ``'resnet18'``,
+            ``'resnet34'``, ``'resnet50'``, ``'resnet101'``, ``'resnet152'`` for torchvision's
+            ImageNet weights (``DEFAULT``; downloaded when not cached). Prefixes ``module.`` and
+            ``_orig_mod.`` are removed.
+        strict_backbone: when True (default) every model key outside the attention modules must
+            be in the source and every source key in the model.
+
+    Returns:
+        :class:`LoadReport`. Backbone BatchNorm ``num_batches_tracked`` counters absent from
+        the source (older checkpoints) are not reported; they keep their value.
+
+    Raises:
+        ValueError: a shape mismatch (always; names the key and both shapes); with
+            ``strict_backbone``, a missing non-attention key or an unexpected key.
+        RuntimeError: torchvision weights could not be downloaded (offline); the message
+            suggests a local path.
+        FileNotFoundError, TypeError: a bad ``source``.
+    """
+    state = _resolve_source(source)
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(
+                f"shape mismatch for {key!r}: the source has {tuple(value.shape)}, the model "
+                f"{tuple(own[key].shape)} (to use another head or input size, remove the key "
+                "from the state_dict and load with strict_backbone=False)")
+    attention = _attention_keys(model)
+    missing = [k for k in own if k not in state
+               and (k in attention or not k.endswith("num_batches_tracked"))]
+    unexpected = [k for k in state if k not in own]
+    if strict_backbone:
+        backbone_missing = [k for k in missing if k not in attention]
+        problems = []
+        if backbone_missing:
+            problems.append(f"missing backbone keys {_preview(backbone_missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys {_preview(unexpected)}")
+        if problems:
+            raise ValueError(f"source does not match the model's backbone: {'; '.join(problems)}"
+                             " (only attention/gamma parameters may be missing; pass "
+                             "strict_backbone=False to load what matches)")
+    loadable = {k: v for k, v in state.items() if k in own}
+    model.load_state_dict(loadable, strict=False)
+    return LoadReport(loaded=list(loadable), missing=missing, unexpected=unexpected)
+
+
+def _preview(keys: list[str], n: int = 6) -> str:
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return f"[{', '.join(repr(k) for k in keys[:n])}{more}]"
+
+
+# --------------------------------------------------------------------------------------------
+# architectures and checkpoints
+# --------------------------------------------------------------------------------------------
+
+def parse_arch(arch: str) -> tuple[str, str]:
+    """Split an architecture spec into (library, name): ``'cifar_resnet20'`` -> ``('resattn',
+    'cifar_resnet20')``, ``'torchvision:resnet50'``, ``'timm:resnet50'``.
+
+    Raises:
+        ValueError: unknown library prefix or model name (the message lists what is allowed).
+    """
+    from .models import is_model, list_models
+
+    if not isinstance(arch, str) or not arch:
+        raise ValueError(f"arch={arch!r} must be a non-empty string")
+    library, sep, name = arch.partition(":")
+    if not sep:
+        library, name = "resattn", arch
+    if library == "resattn":
+        if not is_model(name):
+            raise ValueError(f"arch={arch!r}: {name!r} is not a resattn model; allowed: "
+                             f"{', '.join(list_models())}, or 'torchvision:NAME', 'timm:NAME'")
+    elif library == "torchvision":
+        import torchvision
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise ValueError(f"arch={arch!r}: {name!r} is not a torchvision classification model "
+                             "(see torchvision.models.list_models())")
+    elif library == "timm":
+        import timm
+        if not timm.is_model(name):
+            raise ValueError(f"arch={arch!r}: {name!r} is not a timm model "
+                             "(see timm.list_models())")
+    else:
+        raise ValueError(f"arch={arch!r}: the prefix {library!r} is not allowed; allowed: a "
+                         "resattn model name, 'torchvision:NAME' or 'timm:NAME'")
+    return library, name
+
+
+def build_model(arch: str, model_kwargs: Optional[Mapping[str, Any]] = None,
+                convert_kwargs: Optional[Mapping[str, Any]] = None) -> nn.Module:
+    """Build ``arch`` with random weights (nothing is downloaded), then convert it when
+    ``convert_kwargs`` is given (the function-change warning is not repeated here).
+
+    The model records ``resattn_arch`` and ``resattn_model_kwargs`` (and, once converted,
+    ``resattn_convert_kwargs``), which :func:`make_checkpoint` uses when not given."""
+    library, name = parse_arch(arch)
+    kwargs = dict(model_kwargs or {})
+    for key in ("pretrained", "weights"):
+        if kwargs.get(key):
+            raise ValueError(f"model_kwargs[{key!r}]={kwargs[key]!r}: build_model never loads "
+                             "weights; use load_pretrained")
+        kwargs.pop(key, None)
+    if library == "resattn":
+        from .models import create_model
+        model = create_model(name, **kwargs)
+    elif library == "torchvision":
+        import torchvision
+        model = torchvision.models.get_model(name, weights=None, **kwargs)
+    else:
+        import timm
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    if convert_kwargs:
+        from .convert import FunctionChangeWarning, convert
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FunctionChangeWarning)
+            convert(model, **dict(convert_kwargs))
+    model.resattn_arch = arch
+    model.resattn_model_kwargs = dict(model_kwargs or {})
+    return model
+
+
+def _json_checked(name: str, value: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    if value is None:
+        return None
+    value = dict(value)
+    for key, v in value.items():
+        if callable(v):
+            what = ("a callable placement cannot be saved; give stage numbers, e.g. "
+                    "stages=[3, 4]") if key == "stages" else "callables cannot be saved"
+            raise ValueError(f"{name}[{key!r}]={v!r}: {what} (a checkpoint keeps JSON-able "
+                             "options only)")
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name}[{key!r}]={v!r} is not JSON-able ({e}); a checkpoint keeps "
+                             "JSON-able options only") from e
+    return json.loads(json.dumps(value))  # tuples become lists, as after a round trip
+
+
+def make_checkpoint(model: nn.Module, *, arch: Optional[str] = None,
+                    model_kwargs: Optional[Mapping[str, Any]] = None,
+                    convert_kwargs: Optional[Mapping[str, Any]] = None,
+                    **extra: Any) -> dict[str, Any]:
+    """The checkpoint dict for ``model`` (see the module docstring).
+
+    Args:
+        model: the model (its ``state_dict`` is stored, wrapper prefixes removed).
+        arch: ``'cifar_resnet20'``, ``'torchvision:resnet50'``, ``'timm:resnet50'``, ...; by
+            default the one recorded by :func:`build_model`/:func:`load_model`
+            (``model.resattn_arch``), else required.
+        model_kwargs: builder arguments (``num_classes``, ``pattern``, ...), JSON-able; by
+            default those recorded by :func:`build_model` (``model.resattn_model_kwargs``).
+        convert_kwargs: arguments of :func:`resattn.convert.convert`; by default those recorded
+            on a converted model (``model.resattn_convert_kwargs``), else None.
+        **extra: more entries (``optimizer``, ``epoch``, ...). Keep them to tensors, containers,
+            numbers and strings so that the file loads with ``weights_only=True``.
+
+    Raises:
+        ValueError: a bad ``arch``; options that are not JSON-able (a callable ``stages`` or
+            attention factory); an ``extra`` key that would replace a format key.
+    """
+    if arch is None:
+        arch = getattr(model, "resattn_arch", None)
+        if arch is None:
+            raise ValueError("arch is required (for example 'cifar_resnet20', "
+                             "'torchvision:resnet50'): this model was not built by load_model")
+        if model_kwargs is None:
+            model_kwargs = getattr(model, "resattn_model_kwargs", None)
+    parse_arch(arch)
+    if convert_kwargs is None:
+        convert_kwargs = getattr(model, "resattn_convert_kwargs", None)
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": arch,
+        "model_kwargs": _json_checked("model_kwargs", model_kwargs) or {},
+        "convert_kwargs": _json_checked("convert_kwargs", convert_kwargs),
+        "state_dict": clean_state_dict(model.state_dict()),
+    }
+    clash = sorted(set(extra) & set(ckpt))
+    if clash:
+        raise ValueError(f"extra entries {clash} would replace the checkpoint's own keys")
+    ckpt.update(extra)
+    return ckpt
+
+
+def save_checkpoint(model: nn.Module, path: Union[str, os.PathLike], *,
+                    arch: Optional[str] = None, model_kwargs: Optional[Mapping[str, Any]] = None,
+                    convert_kwargs: Optional[Mapping[str, Any]] = None, **extra: Any) -> Path:
+    """Write :func:`make_checkpoint`'s dict to ``path`` (atomically: a temporary file, then a
+    rename) and return the path. Parent folders are created."""
+    ckpt = make_checkpoint(model, arch=arch, model_kwargs=model_kwargs,
+                           convert_kwargs=convert_kwargs, **extra)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model(spec: Union[str, os.PathLike], *, map_location: Any = "cpu",
+               **model_kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """A model from an architecture spec or a resattn checkpoint.
+
+    Args:
+        spec: a checkpoint path (a file): rebuild ``arch`` with ``model_kwargs``, re-apply
+            ``convert(**convert_kwargs)`` when present, then load the state_dict strictly.
+            Otherwise an architecture spec (``'cifar_resnet20'``, ``'torchvision:resnet50'``,
+            ``'timm:resnet50'``) built with random weights and ``**model_kwargs``.
+        map_location: where the checkpoint's tensors go when read.
+
+    Returns:
+        ``(model, meta)``: meta is the checkpoint without its state_dict (``format``, ``arch``,
+        ``model_kwargs``, ``convert_kwargs``, and what training added), plus ``path``.
+
+    Raises:
+        ValueError: not a resattn checkpoint; a spec that is neither a file nor a known
+            architecture; weights that do not match the rebuilt model (key or shape).
+    """
+    path = Path(spec)
+    if not path.is_file():
+        model = build_model(str(spec), model_kwargs)
+        meta = {"format": CHECKPOINT_FORMAT, "arch": str(spec),
+                "model_kwargs": dict(model_kwargs), "convert_kwargs": None, "path": None}
+        return model, meta
+    if model_kwargs:
+        raise ValueError(f"load_model({str(spec)!r}): keyword arguments {sorted(model_kwargs)} "
+                         "apply to an architecture spec only; a checkpoint carries its own")
+    ckpt = read_checkpoint(path, map_location=map_location)
+    if not isinstance(ckpt, Mapping) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise ValueError(f"{str(path)!r} is not a {CHECKPOINT_FORMAT} checkpoint (format: "
+                         f"{found!r}); for a plain state_dict build the model and use "
+                         "load_pretrained(model, path)")
+    model = build_model(ckpt["arch"], ckpt.get("model_kwargs"), ckpt.get("convert_kwargs"))
+    state = clean_state_dict(ckpt["state_dict"])
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(f"{str(path)!r}: shape mismatch for {key!r}: checkpoint "
+                             f"{tuple(value.shape)}, rebuilt model {tuple(own[key].shape)}")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"{str(path)!r} does not match the rebuilt {ckpt['arch']!r}: missing "
+                         f"{_preview(missing)}, unexpected {_preview(unexpected)}")
+    model.load_state_dict(state, strict=True)
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    meta["path"] = str(path)
+    return model, meta
