@@ -53,6 +53,10 @@ def test_gate_on_the_skip_shows_gain_below_one_from_the_first_epoch(digits_compa
     assert dual_blocks == [f"layer{s}.{i}" for s in (2, 3) for i in range(3)]
     assert all(gate[b]["skip_gain"] < 0.8 for b in dual_blocks)      # ECA sigmoid mask ~0.5
     assert all(0.75 <= near[b]["skip_gain"] <= 1.25 for b in dual_blocks)  # bounded near-identity
+    closing = [json.loads(l) for l in (out / "runs" / "dual-gate-cbam-lr0.1-s0" / "metrics.jsonl").read_text().splitlines()
+               if json.loads(l)["type"] == "epoch"][0]["closing"]
+    assert [name for name, _ in closing] == [b for b in dual_blocks if gate[b]["skip_gain"] < 0.7]
+    assert closing  # the warning fired
 
 
 def test_rerun_skips_finished_runs(digits_compare):

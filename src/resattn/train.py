@@ -23,8 +23,8 @@ import json
 import math
 import os
 import platform
+import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -517,6 +517,7 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
                 bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                            leave=False, dynamic_ncols=True)
             loss_sum, correct, count, t0 = 0.0, 0.0, 0, time.perf_counter()
+            window_loss, window_steps = 0.0, 0  # mean loss since the last step record
             diverged = False
             for step, (x, y) in enumerate(_batches(train_split, sampler, config.batch_size,
                                                     in_memory, config.num_workers)):
@@ -537,7 +538,10 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                loss_sum += loss.item() * y.numel()
+                loss_value = loss.item()
+                loss_sum += loss_value * y.numel()
+                window_loss += loss_value
+                window_steps += 1
                 correct += (logits.argmax(1) == y).sum().item()
                 count += y.numel()
                 elapsed = time.perf_counter() - t0
@@ -550,7 +554,8 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
                 global_step = epoch * steps_per_epoch + step + 1
                 if global_step % config.log_every == 0:
                     log({"type": "step", "epoch": epoch + 1, "step": global_step,
-                         "loss": loss.item(), "lr": lr, "images_per_s": ips})
+                         "loss": window_loss / window_steps, "lr": lr, "images_per_s": ips})
+                    window_loss, window_steps = 0.0, 0
             if bar is not None:
                 bar.close()
                 bar = None
@@ -580,10 +585,12 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
             if monitor is not None:
                 rec["gates"] = monitor.summary(reset=True)
                 monitor.attach()
-                for name, gain in monitor.closing(rec["gates"]):
-                    warnings.warn(f"epoch {epoch + 1}: block {name} skip gain {gain:.3f} is below "
-                                  f"{config.skip_gain_threshold} - the identity path is closing",
-                                  RuntimeWarning, stacklevel=2)
+                rec["closing"] = [[name, gain] for name, gain in monitor.closing(rec["gates"])]
+                if rec["closing"] and ddp.main:
+                    blocks = ", ".join(f"{n} {g:.2f}" for n, g in rec["closing"])
+                    print(f"resattn: warning: epoch {epoch + 1}: skip gain below "
+                          f"{config.skip_gain_threshold} (the identity path is closing) in "
+                          f"{blocks}", file=sys.stderr)
             log(rec)
             history.append({k: v for k, v in rec.items() if k != "type"})
             if ddp.main:
