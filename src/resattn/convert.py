@@ -58,36 +58,40 @@ class FunctionChangeWarning(UserWarning):
 # timm blocks: the same F as timm's forward, extras included
 # --------------------------------------------------------------------------------------------
 
-class TimmBasicBlock(BasicBlock):
-    """A converted ``timm.models.resnet.BasicBlock``: F keeps timm's order,
-    conv1-bn1-drop_block-act1-aa-conv2-bn2-se-drop_path (``se``/``drop_path`` may be None)."""
+class _TimmExtras:
+    """timm's optional tail of F: its own ``se``, then ``drop_path`` (either may be None)."""
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
-        x = self.bn2(self.conv2(x))
+    se: Optional[nn.Module]
+    drop_path: Optional[nn.Module]
+
+    def _tail(self, x: torch.Tensor) -> torch.Tensor:
         if self.se is not None:
             x = self.se(x)
         if self.drop_path is not None:
             x = self.drop_path(x)
         return x
 
+
+class TimmBasicBlock(_TimmExtras, BasicBlock):
+    """A converted ``timm.models.resnet.BasicBlock``: F keeps timm's order,
+    conv1-bn1-drop_block-act1-aa-conv2-bn2-se-drop_path (``se``/``drop_path`` may be None)."""
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
+        return self._tail(self.bn2(self.conv2(x)))
+
     def branch_output(self) -> nn.Module:
         return _last_of(self.drop_path, self.se, self.bn2)
 
 
-class TimmBottleneck(Bottleneck):
+class TimmBottleneck(_TimmExtras, Bottleneck):
     """A converted ``timm.models.resnet.Bottleneck``: F keeps timm's order, conv1-bn1-act1-
     conv2-bn2-drop_block-act2-aa-conv3-bn3-se-drop_path (``se``/``drop_path`` may be None)."""
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.aa(self.act2(self.drop_block(self.bn2(self.conv2(x)))))
-        x = self.bn3(self.conv3(x))
-        if self.se is not None:
-            x = self.se(x)
-        if self.drop_path is not None:
-            x = self.drop_path(x)
-        return x
+        return self._tail(self.bn3(self.conv3(x)))
 
     def branch_output(self) -> nn.Module:
         return _last_of(self.drop_path, self.se, self.bn3)
