@@ -40,7 +40,10 @@ def test_train_cli_writes_result_and_resumes(tmp_path, capsys):
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "finished" and result["model_kwargs"]["attn"] == "eca"
     capsys.readouterr()
-    assert main(args + ["--epochs", "2", "--resume"]) == 0  # continues from epoch 1
+    # the folder holds a 1-epoch run: other options are refused, not silently mixed in
+    assert main(args + ["--epochs", "2", "--resume"]) == 2
+    assert "other options (epochs: 1 -> 2)" in capsys.readouterr().err
+    assert main(args + ["--epochs", "2", "--no-resume"]) == 0  # starts over
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
 

@@ -1,4 +1,5 @@
 import csv
+import re
 import json
 from pathlib import Path
 
@@ -144,3 +145,24 @@ def test_report_command_parses_back_to_the_same_grid():
     assert (args.dataset, args.patterns, args.attn, args.seeds, args.lr, args.epochs) == (
         "digits", ["none", "dual"], ["se"], [0, 1], [0.05], 3)
     assert args.log_every == 5 and args.augment is False
+
+
+def test_rerun_with_other_options_is_refused_not_reused(digits_compare):
+    out, _, cfg = digits_compare
+    import dataclasses
+    changed = dataclasses.replace(cfg, epochs=5)
+    with pytest.raises(ValueError, match=r"holds runs made with other options.*none-lr0.1-s0 \(epochs: 4 -> 5\)"):
+        run_compare(changed, progress=False, log=lambda s: None)
+
+
+def test_yaml_errors_name_the_file_and_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    for text, match in [("epochz: 3\n", "unknown option 'epochz'"),
+                        ("bad: : :\n", "cannot read it as YAML"),
+                        ("seeds: [a]\n", "seeds=\\['a'\\] must be a list of int"),
+                        ("- 1\n", "expected a mapping")]:
+        bad.write_text(text)
+        assert main(["compare", "--config", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert str(bad) in err and re.search(match, err), err
+    assert main(["compare", "--config", str(tmp_path / "missing.yaml")]) == 2

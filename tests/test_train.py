@@ -176,3 +176,23 @@ def test_fine_tune_a_converted_checkpoint_attention_first(tmp_path, digits):
     with pytest.raises(ValueError, match="takes 1 input channels, the data set 'cifar10'"):
         from resattn.train import build_model
         build_model(TrainConfig(init_from=str(path)), type(digits)(**{**digits.__dict__, "name": "cifar10", "in_chans": 3}))
+
+
+def test_non_finite_test_loss_or_state_is_divergence(tmp_path, digits):
+    # BatchNorm statistics blow up at lr 200 while the training loss may still be finite
+    cfg = TrainConfig(dataset="digits", epochs=3, lr=200.0, warmup_epochs=2, augment=False,
+                      monitor=False)
+    r = train(cfg, tmp_path, bundle=digits, progress=False)
+    assert r.status == "diverged"
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["type"] == "diverged"
+    if (tmp_path / "checkpoint.pt").exists():  # only finite epochs are checkpointed
+        state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_a_last_batch_of_one_is_skipped(tmp_path, digits):
+    from resattn.data import load_dataset
+    small = load_dataset("digits", train_subset=21)
+    cfg = TrainConfig(dataset="digits", model="resnet18", epochs=1, batch_size=4, monitor=False)
+    assert train(cfg, tmp_path, bundle=small, progress=False).status == "finished"

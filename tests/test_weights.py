@@ -136,7 +136,7 @@ def test_bad_sources(tmp_path):
         load_pretrained(model, {"epoch": 1})
     path = tmp_path / "pickled.pth"
     torch.save({"state_dict": model.state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
-    with pytest.raises(RuntimeError, match="weights_only=True"):
+    with pytest.raises(ValueError, match="weights_only=True"):
         load_pretrained(model, path)
 
 

@@ -100,9 +100,14 @@ class AttentionConfig:
                             self.gamma_shape, prefix="skip_")
         validate_modulation(self.res_modulation, self.res_gamma_init, self.res_gamma_max,
                             self.gamma_shape, prefix="res_")
-        validate_attn(self.attn, self.attn_kwargs, arg="attn")
-        validate_attn(self.skip_attn, self._path_kwargs("skip"), arg="skip_attn")
-        validate_attn(self.res_attn, self._path_kwargs("res"), arg="res_attn")
+        # every name is checked; keyword arguments only against the paths the pattern uses
+        dual = self.pattern == "dual"
+        used = {"attn": self.pattern in ("branch", "post", "pre"), "skip_attn": dual, "res_attn": dual}
+        kwargs = {"attn": self.attn_kwargs, "skip_attn": self._path_kwargs("skip"),
+                  "res_attn": self._path_kwargs("res")}
+        for arg, is_used in used.items():
+            spec = getattr(self, arg)
+            validate_attn(spec, kwargs[arg] if is_used or spec is None else None, arg=arg)
 
     def _path_kwargs(self, path: str) -> Optional[dict[str, Any]]:
         own = self.skip_attn_kwargs if path == "skip" else self.res_attn_kwargs
@@ -163,6 +168,9 @@ def get_norm_layer(norm_layer: NormSpec) -> Callable[[int], nn.Module]:
 
 def _act(act_layer: ActSpec) -> nn.Module:
     """An activation module, in place where the type allows it."""
+    if act_layer is None or act_layer == "":
+        raise ValueError(f"act_layer={act_layer!r} is not a known activation (for example 'relu', "
+                         "'silu', 'gelu', or an nn.Module class)")
     try:
         return create_act_layer(act_layer, inplace=True)
     except (KeyError, AssertionError, TypeError) as e:

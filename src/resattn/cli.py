@@ -22,6 +22,23 @@ def _csv(type_):
     return parse
 
 
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {s!r}")
+    return v
+
+
+def _chw(s: str) -> list[int]:
+    v = _csv(int)(s)
+    if len(v) != 3 or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W (three integers >= 1), got {s!r}")
+    return v
+
+
 def _stages(s: str) -> Optional[list[int]]:
     return None if s in ("", "default") else _csv(int)(s)
 
@@ -127,12 +144,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.status == "finished" else 3
 
 
+_YAML_LISTS = {"patterns": str, "attn": str, "seeds": int, "lr": float, "lrs": float}
+
+
 def _load_yaml(path: str) -> dict[str, Any]:
+    """Compare options from a YAML mapping (keys as the flags, ``-`` or ``_``); list options
+    accept a list, a scalar or a comma string.
+
+    Raises:
+        ValueError: unreadable file, not YAML, not a mapping, an unknown key, or a bad value;
+            the message names the file and the key.
+    """
     import yaml
-    data = yaml.safe_load(Path(path).read_text()) or {}
+
+    from .compare import CompareConfig
+    from .train import TrainConfig
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"--config {path}: cannot read it as YAML ({e})") from e
     if not isinstance(data, dict):
-        raise ValueError(f"--config {path}: expected a mapping of compare options")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+        raise ValueError(f"--config {path}: expected a mapping of compare options, got "
+                         f"{type(data).__name__}")
+    allowed = ({f for f in CompareConfig.__dataclass_fields__ if f != "lrs"} | {"lr", "full"} |
+               (set(TrainConfig.__dataclass_fields__) - {"model_kwargs", "seed", "model", "dataset"}))
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        k = str(key).replace("-", "_")
+        if k not in allowed:
+            raise ValueError(f"--config {path}: unknown option {key!r}; allowed: "
+                             f"{', '.join(sorted(allowed))}")
+        if k in _YAML_LISTS and value is not None:
+            items = value.split(",") if isinstance(value, str) else value
+            items = items if isinstance(items, list) else [items]
+            try:
+                value = [_YAML_LISTS[k](str(v).strip() if _YAML_LISTS[k] is str else v) for v in items]
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"--config {path}: {key}={value!r} must be a list of "
+                                 f"{_YAML_LISTS[k].__name__}") from e
+        elif k in ("train_options",) and not isinstance(value, dict):
+            raise ValueError(f"--config {path}: train_options must be a mapping")
+        out[k] = value
+    if out.pop("full", False):
+        out = {**{"quick": False, "epochs": 15}, **out}
+    return out
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -140,10 +195,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .train import TrainConfig
 
     opts: dict[str, Any] = {}
-    if args.full:
-        opts.update(FULL)
     if args.config:
         opts.update(_load_yaml(args.config))
+    if args.full:
+        opts.update(FULL)
     cli = dict(dataset=args.dataset, data_dir=args.data_dir, download=args.download,
                model=args.model, patterns=args.patterns, attn=args.attn, skip_attn=args.skip_attn,
                seeds=args.seeds, lrs=args.lr, epochs=args.epochs, train_subset=args.train_subset,
@@ -154,7 +209,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         opts["lrs"] = lr if isinstance(lr, list) else [lr]
     train_fields = set(TrainConfig.__dataclass_fields__)
     train_opts = {k: opts.pop(k) for k in list(opts) if k in train_fields and k not in CompareConfig.__dataclass_fields__}
-    train_opts.update(opts.pop("train_options", {}) or {})
+    for k, v in (opts.pop("train_options", None) or {}).items():
+        if k in ("model", "model_kwargs", "dataset", "lr", "seed", "epochs", "batch_size"):
+            raise ValueError(f"train_options may not set {k!r}; it is a compare option")
+        train_opts[k] = v
     train_opts.update(_training_kwargs(args))
     if "test_subset" in train_opts:
         opts["test_subset"] = train_opts.pop("test_subset")
@@ -192,7 +250,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     kwargs = _convert_kwargs(args)
     report = convert(model, **kwargs)
     print(report)
-    x = torch.randn(args.batch, 3 if args.in_chans is None else args.in_chans, args.size, args.size,
+    stem = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    in_chans = args.in_chans or (stem.in_channels if stem is not None else 3)
+    x = torch.randn(args.batch, in_chans, args.size, args.size,
                     generator=torch.Generator().manual_seed(0))
     parity = parity_check(reference, model, x)
     print(f"parity on a random {tuple(x.shape)} batch (eval): max |logit diff| "
@@ -218,7 +278,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
     print(run_bench(args.model, args.patterns or ["none", "branch", "post", "pre", "dual", "dual-gate"],
-                    batch_size=args.batch_size or 128, input_shape=tuple(args.input),
+                    batch_size=args.batch_size, input_shape=tuple(args.input),
                     steps=args.steps, channels_last=not args.no_channels_last))
     return 0
 
@@ -268,9 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME, or checkpoint path")
     v.add_argument("--weights", default=None, help="state_dict/checkpoint path (or resnet name) to load first")
     v.add_argument("--out", default=None, help="converted checkpoint path")
-    v.add_argument("--size", type=int, default=224, help="image size of the parity batch")
-    v.add_argument("--batch", type=int, default=8, help="batch size of the parity batch")
-    v.add_argument("--in-chans", type=int, default=None)
+    v.add_argument("--size", type=_positive_int, default=224, help="image size of the parity batch")
+    v.add_argument("--batch", type=_positive_int, default=8, help="batch size of the parity batch")
+    v.add_argument("--in-chans", type=_positive_int, default=None,
+                   help="channels of the parity batch (default: the model's)")
     _add_attention_args(v)
     v.set_defaults(func=cmd_convert)
 
@@ -281,9 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="parameters, MFLOPs and training images/s per pattern, side by side")
     b.add_argument("--model", default="cifar_resnet20")
     b.add_argument("--patterns", type=_csv(str), default=None)
-    b.add_argument("--batch-size", type=int, default=None)
-    b.add_argument("--input", type=_csv(int), default=[1, 28, 28], help="C,H,W (default 1,28,28)")
-    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--batch-size", type=_positive_int, default=128)
+    b.add_argument("--input", type=_chw, default=[1, 28, 28], help="C,H,W (default 1,28,28)")
+    b.add_argument("--steps", type=_positive_int, default=10)
     b.add_argument("--no-channels-last", action="store_true")
     b.set_defaults(func=cmd_bench)
     return p
@@ -291,12 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from .data import DataNotFoundError
     try:
         return args.func(args)
-    except (ValueError, DataNotFoundError) as e:
+    except (ValueError, OSError) as e:  # bad options, missing data or files (DataNotFoundError)
         print(f"resattn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"resattn {args.command}: interrupted; finished epochs are checkpointed, run the "
+              "same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 from .attention import ATTN_NAMES
 from .data import DATASETS, load_dataset
-from .train import TrainConfig, train
+from .train import TrainConfig, config_changes, train
 
 __all__ = ["VARIANTS", "CompareConfig", "RunSpec", "expand_grid", "run_compare"]
 
@@ -113,9 +113,9 @@ class CompareConfig:
         if bad or not self.patterns:
             raise ValueError(f"patterns={bad or self.patterns!r} not allowed; allowed: "
                              f"{', '.join(VARIANTS)} (or 0-4)")
-        for a in (self.attn or []) + [self.skip_attn]:
+        for arg, a in [("attn", a) for a in (self.attn or [])] + [("skip_attn", self.skip_attn)]:
             if a not in ATTN_NAMES:
-                raise ValueError(f"attn={a!r} is not allowed; allowed: {', '.join(ATTN_NAMES)}")
+                raise ValueError(f"{arg}={a!r} is not allowed; allowed: {', '.join(ATTN_NAMES)}")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
         if not self.lrs or any(not lr > 0 for lr in self.lrs):
@@ -167,6 +167,23 @@ def expand_grid(cfg: CompareConfig) -> list[RunSpec]:
     return specs
 
 
+def _mismatch(run_dir: Path, config: TrainConfig) -> Optional[str]:
+    """What differs between ``config`` and the run already in ``run_dir`` (None when it agrees
+    or there is none)."""
+    saved = None
+    if (run_dir / "result.json").exists():
+        saved = json.loads((run_dir / "result.json").read_text()).get("config")
+    elif (run_dir / "checkpoint.pt").exists():
+        from .weights import read_checkpoint
+        saved = read_checkpoint(run_dir / "checkpoint.pt").get("config")
+    if saved is None:
+        return None
+    changes = config_changes(saved, config)
+    if not changes:
+        return None
+    return f"{run_dir.name} ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in sorted(changes.items()))})"
+
+
 def _read_result(run_dir: Path) -> Optional[dict[str, Any]]:
     path = run_dir / "result.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -189,6 +206,10 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
     command = command or cfg.to_command()
     (out / "grid.json").write_text(json.dumps({"command": command, "config": asdict(cfg)},
                                               indent=2, default=str))
+    stale = [m for m in (_mismatch(out / "runs" / spec.run_id, spec.config) for spec in specs) if m]
+    if stale:
+        raise ValueError(f"{out} holds runs made with other options, which this grid would "
+                         f"reuse: {'; '.join(stale)}. Use another --out, or delete those runs")
     t0 = time.perf_counter()
     bundle = None
     rows = []

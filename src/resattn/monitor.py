@@ -49,6 +49,14 @@ DEFAULT_THRESHOLD = 0.7
 _PATHS = ("attn", "skip_attn", "res_attn")
 
 
+def _ratio(num: torch.Tensor, den: torch.Tensor, empty: float) -> torch.Tensor:
+    """num / den, or ``empty`` where den is 0 (a zero tensor: a zero-initialised branch, an all-zero
+    input), so that 0/0 never turns an epoch's mean into NaN."""
+    den = torch.as_tensor(den)
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny),
+                       torch.full_like(den, empty))
+
+
 def _norm(t: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(t.detach(), dtype=torch.float32)
 
@@ -114,14 +122,14 @@ class _BlockProbe:
             s = n["skip_attn.out"] if self.skip_gated else skip_in
             r = n[f"{self.res_gate}.out"] if self.res_gate else n["branch"]
             if self.skip_gated:
-                metrics["skip_gain"] = s / skip_in
+                metrics["skip_gain"] = _ratio(s, skip_in, 1.0)
             elif self.pattern == "post" and "attn" in self.paths:
-                metrics["skip_gain"] = n["attn.out"] / n["attn.in"]
+                metrics["skip_gain"] = _ratio(n["attn.out"], n["attn.in"], 1.0)
             else:
                 metrics["skip_gain"] = 1.0
-            metrics["residual_share"] = r / (s + r)
+            metrics["residual_share"] = _ratio(r, s + r, 0.0)
             for path, mod in self.paths.items():
-                metrics[f"gate_energy/{path}"] = n[f"{path}.out"] / n[f"{path}.in"]
+                metrics[f"gate_energy/{path}"] = _ratio(n[f"{path}.out"], n[f"{path}.in"], 1.0)
                 gamma = mod.effective_gamma()
                 if gamma is not None:
                     metrics[f"gamma/{path}"] = gamma.detach().float().mean()

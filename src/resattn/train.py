@@ -110,8 +110,15 @@ class TrainConfig:
             raise ValueError(f"grad_clip={self.grad_clip!r} must be > 0 or None")
         if not 0 <= self.attn_only_epochs < self.epochs + 1:
             raise ValueError(f"attn_only_epochs={self.attn_only_epochs!r} must be in 0..epochs")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+        if not (self.device in ("auto", "cpu", "cuda") or
+                (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             raise ValueError(f"device={self.device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r}: CUDA is not available on this machine; "
+                             "use device='cpu' or 'auto'")
+        for name in ("bf16", "deterministic", "augment", "channels_last", "monitor", "download"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be true or false")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +131,18 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training options {sorted(unknown)}; allowed: {', '.join(sorted(names))}")
         return cls(**d)
+
+
+#: Options that may differ when a run is resumed (they do not change what is trained).
+RESUMABLE_CHANGES = frozenset({"log_every", "monitor", "monitor_every", "skip_gain_threshold",
+                               "device", "num_workers", "data_dir", "download"})
+
+
+def config_changes(saved: dict[str, Any], config: "TrainConfig") -> dict[str, tuple[Any, Any]]:
+    """Options of ``config`` that differ from a saved run's (``RESUMABLE_CHANGES`` aside)."""
+    now = _plain(config.to_dict())
+    return {k: (saved.get(k), v) for k, v in now.items()
+            if k not in RESUMABLE_CHANGES and saved.get(k) != v}
 
 
 @dataclass
@@ -228,6 +247,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _finite_or_null(value: Any) -> Any:
+    """NaN and infinities as None, so that metrics files stay strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
@@ -274,17 +304,20 @@ def _select_device(name: str) -> torch.device:
 
 
 def _batches(bundle_split, sampler: Iterable[int], batch_size: int, in_memory: bool,
-             num_workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of ``sampler``'s indices: slices of the in-memory tensors, or a DataLoader."""
+             num_workers: int, *, skip_single: bool = False
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of ``sampler``'s indices: slices of the in-memory tensors, or a DataLoader.
+    ``skip_single``: drop a last batch of one image (BatchNorm cannot train on it)."""
     if in_memory:
         x, y = bundle_split.tensors
         idx = torch.tensor(list(iter(sampler)), dtype=torch.long)
-        for i in range(0, len(idx), batch_size):
-            j = idx[i:i + batch_size]
-            yield x[j], y[j]
+        batches = ((x[j], y[j]) for j in (idx[i:i + batch_size] for i in range(0, len(idx), batch_size)))
     else:
-        yield from DataLoader(bundle_split, batch_size=batch_size, sampler=sampler,
-                              num_workers=num_workers, drop_last=False)
+        batches = iter(DataLoader(bundle_split, batch_size=batch_size, sampler=sampler,
+                                  num_workers=num_workers, drop_last=False))
+    for xb, yb in batches:
+        if not (skip_single and len(yb) == 1):
+            yield xb, yb
 
 
 def _tensors(split) -> Optional[TensorDataset]:
@@ -347,6 +380,10 @@ def build_model(config: TrainConfig, bundle: DataBundle) -> _Built:
     source = config.init_from
     ckpt = read_checkpoint(source) if source and Path(source).is_file() else None
     if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        if config.model_kwargs:
+            raise ValueError(f"init_from={source!r} rebuilds the checkpoint's own model "
+                             f"({ckpt['arch']}); model options {sorted(config.model_kwargs)} "
+                             "cannot apply to it (convert it first, or drop them)")
         model, meta = load_model(source)
         arch, model_kwargs, convert_kwargs = meta["arch"], dict(meta["model_kwargs"]), meta["convert_kwargs"]
         stem = getattr(model, "conv1", None)
@@ -431,6 +468,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, bundle: Optional[D
 def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
            bundle: Optional[DataBundle], resume: bool, progress: bool,
            stop_after_epochs: Optional[int]) -> RunResult:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} is a file; the run needs a folder")
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
     if config.deterministic:
@@ -468,6 +507,12 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
     history: list[dict[str, Any]] = []
     ckpt = read_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if ckpt is not None:
+        changes = config_changes(ckpt.get("config", {}), config)
+        if changes:
+            diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changes.items()))
+            raise ValueError(f"{out} holds a run with other options ({diff}); resume it with the "
+                             "same options, start over with resume=False (--no-resume), or use "
+                             "another output folder")
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -494,7 +539,7 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
     def log(rec: dict[str, Any]) -> None:
         if ddp.main:
             with metrics_path.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
+                f.write(json.dumps(_finite_or_null(rec)) + "\n")
 
     status, error = "finished", None
     epoch = start_epoch
@@ -520,7 +565,8 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
             window_loss, window_steps = 0.0, 0  # mean loss since the last step record
             diverged = False
             for step, (x, y) in enumerate(_batches(train_split, sampler, config.batch_size,
-                                                    in_memory, config.num_workers)):
+                                                    in_memory, config.num_workers,
+                                                    skip_single=True)):
                 if config.augment and in_memory:
                     x = _augment(x, gen, pad=max(1, x.shape[-1] // 8))
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -574,6 +620,13 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
                                            channels_last=config.channels_last,
                                            ddp=ddp if ddp.enabled else None,
                                            num_workers=config.num_workers)
+            bad_state = [k for k, v in model.state_dict().items()
+                         if v.is_floating_point() and not torch.isfinite(v).all()]
+            if not math.isfinite(test_loss) or bad_state:
+                status = "diverged"
+                log({"type": "diverged", "epoch": epoch + 1, "test_loss": test_loss,
+                     "non_finite": bad_state[:20]})
+                break  # the last checkpoint (of a finite epoch) stays
             best_acc = max(best_acc, test_acc)
             rec = {"type": "epoch", "epoch": epoch + 1,
                    "train_loss": train_loss / max(train_count, 1),
@@ -616,8 +669,8 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
         train_time_s=train_time, images_per_s=seen_images / max(train_time, 1e-9),
         out_dir=str(out), error=error)
     if ddp.main and status != "interrupted":
-        _atomic_write_text(result_path, json.dumps(
+        _atomic_write_text(result_path, json.dumps(_finite_or_null(
             {**asdict(result), "config": _plain(config.to_dict()), "arch": built.arch,
              "model_kwargs": _plain(built.model_kwargs),
-             "torch": torch.__version__, "machine": platform.platform()}, indent=2, default=str))
+             "torch": torch.__version__, "machine": platform.platform()}), indent=2, default=str))
     return result

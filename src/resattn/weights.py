@@ -79,8 +79,8 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
 
     Raises:
         FileNotFoundError: no such file.
-        RuntimeError: the file holds other Python objects; the message says how to load it when
-            the file is trusted.
+        ValueError: the file is not a checkpoint, or holds other Python objects (the message
+            says how to load it when the file is trusted).
     """
     path = Path(path)
     if not path.is_file():
@@ -88,10 +88,13 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise RuntimeError(
+        raise ValueError(
             f"{str(path)!r} holds Python objects other than tensors, so it cannot be read with "
             f"weights_only=True ({str(e).splitlines()[0]}). If you trust the file, load it with "
             "torch.load(path, weights_only=False) and pass its state_dict instead") from e
+    except Exception as e:  # a text file, an empty or truncated file, ...
+        raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint; it cannot be read "
+                         f"({type(e).__name__}: {e})") from e
 
 
 def _strip_prefixes(key: str) -> str:
@@ -295,7 +298,7 @@ def build_model(arch: str, model_kwargs: Optional[Mapping[str, Any]] = None,
     else:
         import timm
         model = timm.create_model(name, pretrained=False, **kwargs)
-    if convert_kwargs:
+    if convert_kwargs is not None:  # {} means: converted with the defaults
         from .convert import FunctionChangeWarning, convert
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FunctionChangeWarning)
@@ -405,6 +408,9 @@ def load_model(spec: Union[str, os.PathLike], *, map_location: Any = "cpu",
     """
     path = Path(spec)
     if not path.is_file():
+        if path.suffix in (".pt", ".pth", ".ckpt", ".bin") or os.sep in str(spec):
+            raise FileNotFoundError(f"checkpoint {str(spec)!r} does not exist (an architecture "
+                                    "spec is a name: 'cifar_resnet20', 'torchvision:resnet50')")
         model = build_model(str(spec), model_kwargs)
         meta = {"format": CHECKPOINT_FORMAT, "arch": str(spec),
                 "model_kwargs": dict(model_kwargs), "convert_kwargs": None, "path": None}
