@@ -38,6 +38,8 @@ def test_compare_writes_csv_report_and_plots(digits_compare):
     report = (out / "report.md").read_text()
     assert "| variant | attn | runs | params | MFLOPs | best acc % |" in report
     assert "resattn compare --dataset digits" in report and "torch 2.14.1" in report
+    assert "## Stability of the dual-path runs" in report and "within run-to-run noise" in report
+    assert re.search(r"`dual-gate-cbam-lr0.1-s0`: finished; after epoch 4 the lowest skip gain is 0\.[0-6]", report)
     for name in ("accuracy", "loss", "gamma", "skip_gain"):
         assert (out / f"{name}.png").stat().st_size > 5000, name
         assert name in res["paths"]

@@ -202,6 +202,29 @@ def _block_mean(gates: dict[str, dict[str, float]], key: str) -> float:
     return statistics.fmean(vals) if vals else math.nan
 
 
+def _stability(out: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines on the dual runs: status, lowest skip gain and mean gammas at the end."""
+    lines = []
+    for r in rows:
+        if not str(r["variant"]).startswith("dual"):
+            continue
+        eps = [m for m in read_metrics(out / "runs" / r["run_id"]) if m.get("type") == "epoch" and m.get("gates")]
+        if not eps:
+            continue
+        gates = {b: v for b, v in eps[-1]["gates"].items() if "gate_energy/skip_attn" in v}
+        if not gates:
+            continue
+        low_block, low = min(((b, v["skip_gain"]) for b, v in gates.items()), key=lambda t: t[1])
+        g_s, g_r = _block_mean(gates, "gamma/skip_attn"), _block_mean(gates, "gamma/res_attn")
+        gammas = ", ".join(f"{n} {g:+.3f}" for n, g in (("mean γ_s", g_s), ("mean γ_r", g_r))
+                           if not math.isnan(g))
+        closing = sum(1 for m in eps if m.get("closing"))
+        lines.append(f"- `{r['run_id']}`: {r['status']}; after epoch {eps[-1]['epoch']} the lowest "
+                     f"skip gain is {low:.2f} ({low_block}){'; ' + gammas if gammas else ''}; "
+                     f"closing-identity warnings in {closing} of {len(eps)} epochs")
+    return (["## Stability of the dual-path runs", ""] + lines + [""]) if lines else []
+
+
 def write_report(out: Path, rows: list[dict[str, Any]], *, command: str, config: Any,
                  wall_time_s: float) -> tuple[dict[str, Path], str]:
     """Write results.csv, plots and report.md into ``out``; return (paths, text table)."""
@@ -226,6 +249,11 @@ def write_report(out: Path, rows: list[dict[str, Any]], *, command: str, config:
         f"- torch {torch.__version__}, python {platform.python_version()}",
         f"- written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
     ]
+    if any(s["finished"] < 2 for s in summary):
+        md += ["Single-seed groups show no spread: differences of about a point between variants "
+               "are within run-to-run noise at this budget; add seeds (`--seeds 0,1,2`) before "
+               "reading a ranking into them.", ""]
+    md += _stability(out, rows)
     failed = [r for r in rows if r["status"] in ("failed", "missing")]
     if failed:
         md += ["## Runs that did not finish", ""] + [f"- `{r['run_id']}`: {r.get('error')}" for r in failed] + [""]
