@@ -123,7 +123,9 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         ax.set_ylim(max(0.0, lo - 3), min(100.0, max(s["final_mean"] + s["final_std"] for s in done) + 1.5))
         ax.set_xticks(range(len(done)), labels)
         ax.set_ylabel("final test accuracy (%)")
-        ax.set_title("Test accuracy per variant (mean ± std over seeds)")
+        seeds = max(s["finished"] for s in done)
+        ax.set_title("Final test accuracy per variant" + (" (mean ± std over seeds)" if seeds > 1
+                     else " (one seed: no error bars)"))
         fig.tight_layout()
         paths["accuracy"] = out / "accuracy.png"
         fig.savefig(paths["accuracy"], dpi=120)

@@ -519,6 +519,8 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
         start_epoch, best_acc = ckpt["epoch"], ckpt["best_acc"]
         train_time, seen_images = ckpt["train_time_s"], ckpt["images_seen"]
         history = ckpt.get("history", [])
+        if ddp.main and progress:
+            print(f"resuming {out} from epoch {start_epoch} of {config.epochs}", file=sys.stderr)
         if ddp.main:
             _keep_metrics_until(metrics_path, start_epoch)
     elif ddp.main and metrics_path.exists():
