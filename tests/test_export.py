@@ -46,3 +46,13 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, pattern, attn):
             ref = m(xi).numpy()
         assert y.shape == (n, 10)
         assert np.abs(y - ref).max() <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern", ["branch", "dual"])
+def test_torch_compile_matches_eager(pattern):
+    m = _model(pattern, "se")
+    compiled = torch.compile(m)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (compiled(x) - m(x)).abs().max().item() <= 1e-4
