@@ -393,7 +393,7 @@ def build_model(config: TrainConfig, bundle: DataBundle) -> _Built:
                              f"{bundle.in_chans}")
         head = _classifier(model)
         if head.out_features != bundle.num_classes:
-            _set_classifier(model, nn.Linear(head.in_features, bundle.num_classes))
+            model.fc = nn.Linear(head.in_features, bundle.num_classes)
             model_kwargs["num_classes"] = bundle.num_classes
         return _Built(model, arch, model_kwargs, convert_kwargs)
     model = create_model(config.model, **kwargs)
@@ -413,10 +413,6 @@ def _classifier(model: nn.Module) -> nn.Linear:
         raise ValueError(f"init_from: cannot find the classifier (an nn.Linear named 'fc') of "
                          f"{type(model).__name__} to fit the data set's classes")
     return head
-
-
-def _set_classifier(model: nn.Module, head: nn.Linear) -> None:
-    model.fc = head
 
 
 def _keep_metrics_until(path: Path, epochs_done: int) -> None:
@@ -543,7 +539,7 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
             with metrics_path.open("a") as f:
                 f.write(json.dumps(_finite_or_null(rec)) + "\n")
 
-    status, error = "finished", None
+    status = "finished"
     epoch = start_epoch
     bar = None
     try:
@@ -669,7 +665,7 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
         status=status, epochs_done=epochs_done, best_acc=best_acc,
         final_acc=history[-1]["test_acc"] if history else 0.0, params=n_params, mflops=mflops,
         train_time_s=train_time, images_per_s=seen_images / max(train_time, 1e-9),
-        out_dir=str(out), error=error)
+        out_dir=str(out))
     if ddp.main and status != "interrupted":
         _atomic_write_text(result_path, json.dumps(_finite_or_null(
             {**asdict(result), "config": _plain(config.to_dict()), "arch": built.arch,

@@ -107,6 +107,8 @@ class ResNet(nn.Module):
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "num_classes" else 1):
                 raise ValueError(f"{name}={v!r} must be an integer >= "
                                  f"{0 if name == 'num_classes' else 1}")
+        if not 1 <= len(layers) <= 4 or len(widths) < len(layers):
+            raise ValueError(f"layers={list(layers)!r}: 1 to 4 stages, each with a width in widths")
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem={stem!r} is not allowed; allowed: imagenet, cifar")
         if not 0.0 <= drop_rate < 1.0:
@@ -127,7 +129,6 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
 
         in_planes = stem_width
-        self.stage_names: list[str] = []
         for i, (n, planes) in enumerate(zip(layers, widths)):
             stage = i + 1
             blocks = []
@@ -140,9 +141,6 @@ class ResNet(nn.Module):
                 in_planes = planes * block.expansion
             name = f"layer{stage}"
             self.add_module(name, nn.Sequential(*blocks))
-            self.stage_names.append(name)
-        if len(layers) > 4:
-            raise ValueError(f"layers={list(layers)!r}: at most 4 stages are supported")
         for stage in range(len(layers) + 1, 5):  # CIFAR nets: layer4 is a no-op, keeps forward static
             self.add_module(f"layer{stage}", nn.Identity())
         self.num_features = in_planes
