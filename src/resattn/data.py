@@ -34,6 +34,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 
 __all__ = [
     "DATASETS",
+    "flip_labels",
     "DataBundle",
     "DataNotFoundError",
     "default_data_dir",
@@ -235,6 +236,36 @@ def load_dataset(
         mean=tuple(mean),
         std=tuple(std),
     )
+
+
+def flip_labels(labels: torch.Tensor, fraction: float, num_classes: int, *, seed: int = 0) -> torch.Tensor:
+    """A copy of ``labels`` with ``round(fraction * N)`` of them flipped to another class.
+
+    Which labels flip is a seeded draw without replacement; each flipped label becomes one of the
+    other ``num_classes - 1`` classes, uniformly (symmetric label noise, as in Rolnick et al.
+    2017 and the noisy-label literature). Used on the training split only; the test split stays
+    clean.
+
+    Args:
+        labels: (N,) integer class labels in [0, num_classes).
+        fraction: share of labels to flip, in [0, 1).
+        num_classes: number of classes (>= 2).
+        seed: seed of the draws; the same seed flips the same labels to the same classes.
+
+    Raises:
+        ValueError: ``fraction`` outside [0, 1) or ``num_classes < 2``.
+    """
+    if not (isinstance(fraction, (int, float)) and 0.0 <= fraction < 1.0):
+        raise ValueError(f"label_noise={fraction!r} must be a fraction in [0, 1)")
+    if num_classes < 2:
+        raise ValueError(f"label_noise needs num_classes >= 2, got {num_classes}")
+    g = torch.Generator().manual_seed(seed * 7919 + 17)
+    out = labels.clone()
+    n_flip = int(round(fraction * len(labels)))
+    idx = torch.randperm(len(labels), generator=g)[:n_flip]
+    shift = torch.randint(1, num_classes, (n_flip,), generator=g)  # never 0: a different class
+    out[idx] = (labels[idx] + shift.to(labels.dtype)) % num_classes
+    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -10,9 +10,21 @@ A run writes into its own folder:
     result.json      the summary: status (``finished`` | ``diverged``), best/final test accuracy,
                      parameters, MFLOPs per image, train time, images/s
 
-Data order and augmentation are drawn from generators seeded by (seed, epoch), so a run resumed
-at an epoch boundary sees the same batches as an uninterrupted one; with ``deterministic=True`` on
-the CPU both reach the same final weights.
+What runs with one ``seed`` share (so runs of different variants with one seed are *paired*):
+the training subset and test subset (drawn by :func:`resattn.data.load_dataset`), the flipped
+labels of ``label_noise`` (a generator seeded by ``seed``), the data order (the sampler's generator,
+seeded by (seed, epoch)) and the augmentation draws (a generator seeded by (seed, epoch)). None of
+these touch the global RNG, which is seeded with ``seed`` right before the model is built and
+gives only the initial weights: layers that two variants have in common start equal up to the
+first layer where they differ, the rest does not. Because order and augmentation are tied to
+(seed, epoch), a run resumed at an epoch boundary sees the same batches as an uninterrupted one;
+with ``deterministic=True`` on the CPU both reach the same final weights.
+
+Step records (every ``log_every`` steps) hold, over the steps since the previous record: the mean
+loss ``loss``, the largest single-step loss ``loss_max``, the train accuracy ``acc`` (%), the
+largest gradient norm before clipping ``grad_norm``; and ``lr``, ``images_per_s``.
+:mod:`resattn.stability` reads them. Records go to the metrics sinks of :mod:`resattn.sinks`
+(``metrics.jsonl`` always, TensorBoard with ``tensorboard=True``).
 
 Under ``torchrun --nproc_per_node=N`` the run uses DistributedDataParallel (gloo on CPU, NCCL on
 CUDA) and a DistributedSampler; only rank 0 writes metrics and checkpoints.
@@ -38,6 +50,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDatas
 from .data import DataBundle, load_dataset
 from .models import create_model, is_model
 from .modulation import Modulation
+from .sinks import finite_or_null as _finite_or_null
 from .weights import read_checkpoint, save_checkpoint
 
 __all__ = ["TrainConfig", "RunResult", "train", "param_groups", "count_mflops", "attention_parameters"]
@@ -74,6 +87,7 @@ class TrainConfig:
     bf16: bool = False
     grad_clip: Optional[float] = None
     augment: bool = True
+    label_noise: float = 0.0
     seed: int = 0
     deterministic: bool = False
     channels_last: bool = True
@@ -85,6 +99,7 @@ class TrainConfig:
     attn_only_epochs: int = 0
     device: str = "auto"
     num_workers: int = 2
+    tensorboard: bool = False
 
     def validate(self) -> "TrainConfig":
         if not is_model(self.model):
@@ -104,6 +119,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name}={v!r} must be a finite number >= 0")
+        if not (isinstance(self.label_noise, (int, float)) and 0.0 <= self.label_noise < 1.0):
+            raise ValueError(f"label_noise={self.label_noise!r} must be a fraction in [0, 1)")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -116,7 +133,8 @@ class TrainConfig:
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r}: CUDA is not available on this machine; "
                              "use device='cpu' or 'auto'")
-        for name in ("bf16", "deterministic", "augment", "channels_last", "monitor", "download"):
+        for name in ("bf16", "deterministic", "augment", "channels_last", "monitor", "download",
+                     "tensorboard"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false")
         return self
@@ -135,7 +153,8 @@ class TrainConfig:
 
 #: Options that may differ when a run is resumed (they do not change what is trained).
 RESUMABLE_CHANGES = frozenset({"log_every", "monitor", "monitor_every", "skip_gain_threshold",
-                               "device", "num_workers", "data_dir", "download"})
+                               "device", "num_workers", "data_dir", "download",
+                               "tensorboard"})
 
 
 def config_changes(saved: dict[str, Any], config: "TrainConfig") -> dict[str, tuple[Any, Any]]:
@@ -247,15 +266,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _finite_or_null(value: Any) -> Any:
-    """NaN and infinities as None, so that metrics files stay strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_null(v) for v in value]
-    return value
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -449,7 +459,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, bundle: Optional[D
         all metrics and the last good checkpoint.
 
     Raises:
-        ValueError: bad config; :class:`resattn.data.DataNotFoundError`: data missing.
+        ValueError: bad config; :class:`resattn.data.DataNotFoundError`: data missing;
+        ImportError: ``tensorboard=True`` without the tensorboard package.
     """
     config.validate()
     out = Path(out_dir)
@@ -461,9 +472,78 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, bundle: Optional[D
         ddp.close()
 
 
+@dataclass
+class _Run:
+    """What one run holds while it trains; each concern below reads and updates it."""
+
+    config: TrainConfig
+    out: Path
+    device: torch.device
+    ddp: _Dist
+    built: _Built
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    sampler: DistributedSampler
+    train_split: Any
+    test_split: Any
+    in_memory: bool
+    steps_per_epoch: int
+    attn_params: set[int]
+    sinks: list[Any]
+    monitor: Any = None
+    start_epoch: int = 0
+    best_acc: float = 0.0
+    train_time: float = 0.0
+    seen_images: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    n_params: int = 0
+    mflops: float = 0.0
+
+    @property
+    def model(self) -> nn.Module:
+        return self.built.model
+
+    def log(self, rec: dict[str, Any]) -> None:
+        """Hand a record to every metrics sink (rank 0 only)."""
+        if self.ddp.main:
+            for sink in self.sinks:
+                sink.write(rec)
+
+
 def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
            bundle: Optional[DataBundle], resume: bool, progress: bool,
            stop_after_epochs: Optional[int]) -> RunResult:
+    run = _prepare(config, out, device, ddp, bundle, resume, progress)
+    status = "finished"
+    try:
+        for epoch in range(run.start_epoch, config.epochs):
+            if stop_after_epochs is not None and epoch - run.start_epoch >= stop_after_epochs:
+                status = "interrupted"
+                break
+            stats = _train_epoch(run, epoch, progress)
+            if stats.diverged:
+                status = "diverged"
+                run.log({"type": "diverged", "epoch": epoch + 1, "step": stats.last_step})
+                break
+            rec = _end_epoch(run, epoch, stats)
+            if rec is None:
+                status = "diverged"
+                break  # the last checkpoint (of a finite epoch) stays
+            _save(run, epoch)
+    finally:
+        if run.monitor is not None:
+            run.monitor.detach()
+        for sink in run.sinks:
+            sink.close()
+    return _finish(run, status)
+
+
+# ------------------------------------------------------------------ setup and resume
+
+def _prepare(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
+             bundle: Optional[DataBundle], resume: bool, progress: bool) -> _Run:
+    """Data, model (initialised from ``seed``), optimizer, schedule, sinks; resumed state."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"out={str(out)!r} is a file; the run needs a folder")
     if ddp.main:
@@ -471,21 +551,21 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    torch.manual_seed(config.seed)
     if bundle is None:
         bundle = load_dataset(config.dataset, config.data_dir, download=config.download,
                               train_subset=config.train_subset, test_subset=config.test_subset)
-    train_split = _tensors(bundle.train) if bundle.in_memory else bundle.train
-    test_split = _tensors(bundle.test) if bundle.in_memory else bundle.test
     in_memory = bundle.in_memory
+    train_split = _tensors(bundle.train) if in_memory else bundle.train
+    test_split = _tensors(bundle.test) if in_memory else bundle.test
+    if config.label_noise > 0:
+        train_split = _noisy(train_split, config, bundle.num_classes)
 
+    torch.manual_seed(config.seed)  # the initial weights: the only draws from the global RNG
     built = build_model(config, bundle)
     model = built.model
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    n_params = sum(p.numel() for p in model.parameters())
-    mflops = count_mflops(model, (bundle.in_chans, *bundle.image_size))
 
     opt_cls = torch.optim.SGD if config.optimizer == "sgd" else torch.optim.AdamW
     opt_kw = dict(momentum=config.momentum, nesterov=config.momentum > 0) if config.optimizer == "sgd" else {}
@@ -494,181 +574,257 @@ def _train(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
     sampler = DistributedSampler(train_split, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
                                  seed=config.seed, drop_last=False)
     steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
     warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, steps_per_epoch * config.epochs))
 
-    ckpt_path, metrics_path, result_path = out / "checkpoint.pt", out / "metrics.jsonl", out / "result.json"
-    start_epoch, best_acc, train_time, seen_images = 0, 0.0, 0.0, 0
-    history: list[dict[str, Any]] = []
-    ckpt = read_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
-    if ckpt is not None:
-        changes = config_changes(ckpt.get("config", {}), config)
-        if changes:
-            diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changes.items()))
-            raise ValueError(f"{out} holds a run with other options ({diff}); resume it with the "
-                             "same options, start over with resume=False (--no-resume), or use "
-                             "another output folder")
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, best_acc = ckpt["epoch"], ckpt["best_acc"]
-        train_time, seen_images = ckpt["train_time_s"], ckpt["images_seen"]
-        history = ckpt.get("history", [])
-        if ddp.main and progress:
-            print(f"resuming {out} from epoch {start_epoch} of {config.epochs}", file=sys.stderr)
-        if ddp.main:
-            _keep_metrics_until(metrics_path, start_epoch)
-    elif ddp.main and metrics_path.exists():
-        metrics_path.unlink()
-
-    attn_params = {id(p) for p in attention_parameters(model)}
     net: nn.Module = model
     if ddp.enabled:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=config.attn_only_epochs > 0)
-
-    monitor = None
+    sinks: list[Any] = []
+    if ddp.main:
+        from .sinks import JsonlSink
+        sinks.append(JsonlSink(out / "metrics.jsonl"))
+        if config.tensorboard:
+            from .sinks import TensorBoardSink
+            sinks.append(TensorBoardSink(out / "tensorboard"))
+    run = _Run(config=config, out=out, device=device, ddp=ddp, built=built, net=net,
+               optimizer=optimizer, scheduler=scheduler, sampler=sampler,
+               train_split=train_split, test_split=test_split, in_memory=in_memory,
+               steps_per_epoch=steps_per_epoch,
+               attn_params={id(p) for p in attention_parameters(model)}, sinks=sinks)
+    run.n_params = sum(p.numel() for p in model.parameters())
+    run.mflops = count_mflops(model, (bundle.in_chans, *bundle.image_size))
+    _restore(run, resume, progress)
     if config.monitor:
         from .monitor import GateMonitor
-        monitor = GateMonitor(model, every=config.monitor_every, threshold=config.skip_gain_threshold)
+        run.monitor = GateMonitor(model, every=config.monitor_every, threshold=config.skip_gain_threshold)
+        run.monitor.attach()
+    return run
 
-    def log(rec: dict[str, Any]) -> None:
-        if ddp.main:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(_finite_or_null(rec)) + "\n")
 
-    status = "finished"
-    epoch = start_epoch
+def _noisy(split, config: TrainConfig, num_classes: int):
+    """The training split with ``config.label_noise`` of its labels flipped (in-memory data)."""
+    if not isinstance(split, TensorDataset):
+        raise ValueError(f"label_noise={config.label_noise!r} needs an in-memory data set "
+                         "(fashion-mnist, cifar10, cifar100, digits), not an image folder")
+    from .data import flip_labels
+    x, y = split.tensors
+    return TensorDataset(x, flip_labels(y, config.label_noise, num_classes, seed=config.seed))
+
+
+def _restore(run: _Run, resume: bool, progress: bool) -> None:
+    """Continue from ``checkpoint.pt`` (same options only), or start a fresh metrics file."""
+    ckpt_path, metrics_path = run.out / "checkpoint.pt", run.out / "metrics.jsonl"
+    ckpt = read_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    if ckpt is None:
+        if run.ddp.main and metrics_path.exists():
+            metrics_path.unlink()
+        return
+    changes = config_changes(ckpt.get("config", {}), run.config)
+    if changes:
+        diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changes.items()))
+        raise ValueError(f"{run.out} holds a run with other options ({diff}); resume it with the "
+                         "same options, start over with resume=False (--no-resume), or use "
+                         "another output folder")
+    run.model.load_state_dict(ckpt["state_dict"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.start_epoch, run.best_acc = ckpt["epoch"], ckpt["best_acc"]
+    run.train_time, run.seen_images = ckpt["train_time_s"], ckpt["images_seen"]
+    run.history = ckpt.get("history", [])
+    if run.ddp.main and progress:
+        print(f"resuming {run.out} from epoch {run.start_epoch} of {run.config.epochs}", file=sys.stderr)
+    if run.ddp.main:
+        _keep_metrics_until(metrics_path, run.start_epoch)
+
+
+# ------------------------------------------------------------------ one epoch of training
+
+@dataclass
+class _EpochStats:
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    count: int = 0
+    time_s: float = 0.0
+    diverged: bool = False
+    last_step: int = 0
+    frozen: bool = False
+
+
+@dataclass
+class _Window:
+    """Step statistics since the last step record."""
+
+    loss: float = 0.0
+    loss_max: float = -math.inf
+    correct: float = 0.0
+    count: int = 0
+    steps: int = 0
+    grad_norm: float = 0.0
+
+    def add(self, loss: float, correct: float, n: int, grad_norm: float) -> None:
+        self.loss += loss
+        self.loss_max = max(self.loss_max, loss)
+        self.correct += correct
+        self.count += n
+        self.steps += 1
+        self.grad_norm = max(self.grad_norm, grad_norm)
+
+    def record(self) -> dict[str, float]:
+        return {"loss": self.loss / self.steps, "loss_max": self.loss_max,
+                "acc": 100.0 * self.correct / max(self.count, 1), "grad_norm": self.grad_norm}
+
+
+def _epoch_batches(run: _Run, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The epoch's training batches, augmented. Order (the sampler, seeded by (seed, epoch)) and
+    augmentation draws (a generator seeded by (seed, epoch)) never touch the global RNG, so runs of
+    different models with one seed see the same batches."""
+    config = run.config
+    run.sampler.set_epoch(epoch)
+    gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    for x, y in _batches(run.train_split, run.sampler, config.batch_size, run.in_memory,
+                         config.num_workers, skip_single=True):
+        if config.augment and run.in_memory:
+            x = _augment(x, gen, pad=max(1, x.shape[-1] // 8))
+        yield x, y
+
+
+def _step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Optional[tuple[float, float, float]]:
+    """One optimizer step: (loss, correct predictions, gradient norm before clipping), or None
+    when the loss is not finite on any rank (nothing is updated then)."""
+    config, device = run.config, run.device
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        logits = run.net(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+    if run.ddp.any(not torch.isfinite(loss).item(), device):
+        return None
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for p in run.model.parameters() if p.grad is not None]
+    if config.grad_clip is not None:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    run.optimizer.step()
+    run.scheduler.step()
+    return loss.item(), (logits.argmax(1) == y).sum().item(), float(grad_norm)
+
+
+def _train_epoch(run: _Run, epoch: int, progress: bool) -> _EpochStats:
+    """Train one epoch, writing a step record every ``log_every`` steps."""
+    config = run.config
+    stats = _EpochStats(frozen=epoch < config.attn_only_epochs)
+    for p in run.model.parameters():
+        p.requires_grad_(not stats.frozen or id(p) in run.attn_params)
+    run.net.train()
     bar = None
+    if progress and run.ddp.main:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                   leave=False, dynamic_ncols=True)
+    window = _Window()
+    t0 = time.perf_counter()
     try:
-        if monitor is not None:
-            monitor.attach()
-        for epoch in range(start_epoch, config.epochs):
-            if stop_after_epochs is not None and epoch - start_epoch >= stop_after_epochs:
-                status = "interrupted"
+        for step, (x, y) in enumerate(_epoch_batches(run, epoch)):
+            stats.last_step = epoch * run.steps_per_epoch + step + 1
+            out = _step(run, x, y)
+            if out is None:
+                stats.diverged = True
                 break
-            frozen = epoch < config.attn_only_epochs
-            for p in model.parameters():
-                p.requires_grad_(not frozen or id(p) in attn_params)
-            net.train()
-            sampler.set_epoch(epoch)
-            gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-            if progress and ddp.main:
-                from tqdm.auto import tqdm
-                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
-                           leave=False, dynamic_ncols=True)
-            loss_sum, correct, count, t0 = 0.0, 0.0, 0, time.perf_counter()
-            window_loss, window_steps = 0.0, 0  # mean loss since the last step record
-            diverged = False
-            for step, (x, y) in enumerate(_batches(train_split, sampler, config.batch_size,
-                                                    in_memory, config.num_workers,
-                                                    skip_single=True)):
-                if config.augment and in_memory:
-                    x = _augment(x, gen, pad=max(1, x.shape[-1] // 8))
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                    logits = net(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-                if ddp.any(not torch.isfinite(loss).item(), device):
-                    diverged = True
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                loss_value = loss.item()
-                loss_sum += loss_value * y.numel()
-                window_loss += loss_value
-                window_steps += 1
-                correct += (logits.argmax(1) == y).sum().item()
-                count += y.numel()
-                elapsed = time.perf_counter() - t0
-                ips = count * ddp.world / max(elapsed, 1e-9)
-                lr = optimizer.param_groups[0]["lr"]
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{100 * correct / count:.1f}",
-                                    lr=f"{lr:.3g}", img_s=f"{ips:.0f}")
-                global_step = epoch * steps_per_epoch + step + 1
-                if global_step % config.log_every == 0:
-                    log({"type": "step", "epoch": epoch + 1, "step": global_step,
-                         "loss": window_loss / window_steps, "lr": lr, "images_per_s": ips})
-                    window_loss, window_steps = 0.0, 0
+            loss, correct, grad_norm = out
+            stats.loss_sum += loss * y.numel()
+            stats.correct += correct
+            stats.count += y.numel()
+            window.add(loss, correct, y.numel(), grad_norm)
+            ips = stats.count * run.ddp.world / max(time.perf_counter() - t0, 1e-9)
+            lr = run.optimizer.param_groups[0]["lr"]
             if bar is not None:
-                bar.close()
-                bar = None
-            epoch_time = time.perf_counter() - t0
-            if diverged:
-                status = "diverged"
-                log({"type": "diverged", "epoch": epoch + 1, "step": epoch * steps_per_epoch + step + 1})
-                break
-            train_loss, train_correct, train_count = ddp.all_sum([loss_sum, correct, count], device)
-            train_time += epoch_time
-            seen_images += int(train_count)
-            if monitor is not None:
-                monitor.detach()  # gate statistics describe training forwards only
-            test_loss, test_acc = evaluate(model, test_split, batch_size=2 * config.batch_size,
-                                           device=device, in_memory=in_memory, bf16=config.bf16,
-                                           channels_last=config.channels_last,
-                                           ddp=ddp if ddp.enabled else None,
-                                           num_workers=config.num_workers)
-            bad_state = [k for k, v in model.state_dict().items()
-                         if v.is_floating_point() and not torch.isfinite(v).all()]
-            if not math.isfinite(test_loss) or bad_state:
-                status = "diverged"
-                log({"type": "diverged", "epoch": epoch + 1, "test_loss": test_loss,
-                     "non_finite": bad_state[:20]})
-                break  # the last checkpoint (of a finite epoch) stays
-            best_acc = max(best_acc, test_acc)
-            rec = {"type": "epoch", "epoch": epoch + 1,
-                   "train_loss": train_loss / max(train_count, 1),
-                   "train_acc": 100.0 * train_correct / max(train_count, 1),
-                   "test_loss": test_loss, "test_acc": test_acc,
-                   "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_time,
-                   "images_per_s": train_count / max(epoch_time, 1e-9),
-                   "attn_only": frozen}
-            if monitor is not None:
-                rec["gates"] = monitor.summary(reset=True)
-                monitor.attach()
-                rec["closing"] = [[name, gain] for name, gain in monitor.closing(rec["gates"])]
-                if rec["closing"] and ddp.main:
-                    blocks = ", ".join(f"{n} {g:.2f}" for n, g in rec["closing"])
-                    print(f"resattn: warning: epoch {epoch + 1}: skip gain below "
-                          f"{config.skip_gain_threshold} (the identity path is closing) in "
-                          f"{blocks}", file=sys.stderr)
-            log(rec)
-            history.append({k: v for k, v in rec.items() if k != "type"})
-            if ddp.main:
-                save_checkpoint(model, ckpt_path, arch=built.arch,
-                                model_kwargs=_plain(built.model_kwargs),
-                                convert_kwargs=built.convert_kwargs,
-                                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                                epoch=epoch + 1, best_acc=best_acc, train_time_s=train_time,
-                                images_seen=seen_images, history=history,
-                                config=_plain(config.to_dict()))
-            if ddp.enabled:
-                dist.barrier()
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats.loss_sum / stats.count:.3f}",
+                                acc=f"{100 * stats.correct / stats.count:.1f}", lr=f"{lr:.3g}",
+                                img_s=f"{ips:.0f}")
+            if stats.last_step % config.log_every == 0:
+                run.log({"type": "step", "epoch": epoch + 1, "step": stats.last_step,
+                         **window.record(), "lr": lr, "images_per_s": ips})
+                window = _Window()
     finally:
         if bar is not None:
             bar.close()
-        if monitor is not None:
-            monitor.detach()
+    stats.time_s = time.perf_counter() - t0
+    return stats
 
-    epochs_done = len(history)
+
+# ------------------------------------------------------------------ evaluation and checkpoints
+
+def _end_epoch(run: _Run, epoch: int, stats: _EpochStats) -> Optional[dict[str, Any]]:
+    """Evaluate, check the weights, write the epoch record; None when the epoch diverged."""
+    config, ddp, device, model = run.config, run.ddp, run.device, run.model
+    train_loss, train_correct, train_count = ddp.all_sum([stats.loss_sum, stats.correct, stats.count], device)
+    run.train_time += stats.time_s
+    run.seen_images += int(train_count)
+    if run.monitor is not None:
+        run.monitor.detach()  # gate statistics describe training forwards only
+    test_loss, test_acc = evaluate(model, run.test_split, batch_size=2 * config.batch_size,
+                                   device=device, in_memory=run.in_memory, bf16=config.bf16,
+                                   channels_last=config.channels_last,
+                                   ddp=ddp if ddp.enabled else None, num_workers=config.num_workers)
+    bad_state = [k for k, v in model.state_dict().items()
+                 if v.is_floating_point() and not torch.isfinite(v).all()]
+    if not math.isfinite(test_loss) or bad_state:
+        run.log({"type": "diverged", "epoch": epoch + 1, "test_loss": test_loss,
+                 "non_finite": bad_state[:20]})
+        return None
+    run.best_acc = max(run.best_acc, test_acc)
+    rec = {"type": "epoch", "epoch": epoch + 1,
+           "train_loss": train_loss / max(train_count, 1),
+           "train_acc": 100.0 * train_correct / max(train_count, 1),
+           "test_loss": test_loss, "test_acc": test_acc,
+           "lr": run.optimizer.param_groups[0]["lr"], "epoch_time_s": stats.time_s,
+           "images_per_s": train_count / max(stats.time_s, 1e-9), "attn_only": stats.frozen}
+    if run.monitor is not None:
+        rec["gates"] = run.monitor.summary(reset=True)
+        run.monitor.attach()
+        rec["closing"] = [[name, gain] for name, gain in run.monitor.closing(rec["gates"])]
+        if rec["closing"] and ddp.main:
+            blocks = ", ".join(f"{n} {g:.2f}" for n, g in rec["closing"])
+            print(f"resattn: warning: epoch {epoch + 1}: skip gain below "
+                  f"{config.skip_gain_threshold} (the identity path is closing) in "
+                  f"{blocks}", file=sys.stderr)
+    run.log(rec)
+    run.history.append({k: v for k, v in rec.items() if k != "type"})
+    return rec
+
+
+def _save(run: _Run, epoch: int) -> None:
+    """The resumable checkpoint after a finished epoch, written atomically by rank 0."""
+    if run.ddp.main:
+        save_checkpoint(run.model, run.out / "checkpoint.pt", arch=run.built.arch,
+                        model_kwargs=_plain(run.built.model_kwargs),
+                        convert_kwargs=run.built.convert_kwargs,
+                        optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                        epoch=epoch + 1, best_acc=run.best_acc, train_time_s=run.train_time,
+                        images_seen=run.seen_images, history=run.history,
+                        config=_plain(run.config.to_dict()))
+    if run.ddp.enabled:
+        dist.barrier()
+
+
+def _finish(run: _Run, status: str) -> RunResult:
+    """The run's summary, written to ``result.json`` unless interrupted."""
+    history = run.history
     result = RunResult(
-        status=status, epochs_done=epochs_done, best_acc=best_acc,
-        final_acc=history[-1]["test_acc"] if history else 0.0, params=n_params, mflops=mflops,
-        train_time_s=train_time, images_per_s=seen_images / max(train_time, 1e-9),
-        out_dir=str(out))
-    if ddp.main and status != "interrupted":
-        _atomic_write_text(result_path, json.dumps(_finite_or_null(
-            {**asdict(result), "config": _plain(config.to_dict()), "arch": built.arch,
-             "model_kwargs": _plain(built.model_kwargs),
+        status=status, epochs_done=len(history), best_acc=run.best_acc,
+        final_acc=history[-1]["test_acc"] if history else 0.0, params=run.n_params,
+        mflops=run.mflops, train_time_s=run.train_time,
+        images_per_s=run.seen_images / max(run.train_time, 1e-9), out_dir=str(run.out))
+    if run.ddp.main and status != "interrupted":
+        _atomic_write_text(run.out / "result.json", json.dumps(_finite_or_null(
+            {**asdict(result), "config": _plain(run.config.to_dict()), "arch": run.built.arch,
+             "model_kwargs": _plain(run.built.model_kwargs),
              "torch": torch.__version__, "machine": platform.platform()}), indent=2, default=str))
     return result
