@@ -21,7 +21,7 @@ def _rows(out):
 def digits_compare(tmp_path_factory):
     out = tmp_path_factory.mktemp("cmp")
     cfg = CompareConfig(dataset="digits", patterns=["none", "post", "dual", "dual-gate"], epochs=4,
-                        out=str(out), train_options={"log_every": 5, "augment": False})
+                        seeds=[0], out=str(out), train_options={"log_every": 5, "augment": False})
     res = run_compare(cfg, command="resattn compare --dataset digits", progress=False, log=lambda s: None)
     return out, res, cfg
 
@@ -36,7 +36,8 @@ def test_compare_writes_csv_report_and_plots(digits_compare):
     assert all(float(r["mflops"]) > 4.9 and float(r["images_per_s"]) > 0 for r in rows)
     assert all(85.0 <= float(r["final_acc"]) <= 100.0 for r in rows), [r["final_acc"] for r in rows]
     report = (out / "report.md").read_text()
-    assert "| variant | attn | runs | params | MFLOPs | best acc % |" in report
+    assert "| variant | attn | runs | params | MFLOPs | final_acc mean ± std | Δ vs baseline [95% CI] | verdict |" in report
+    assert "(n=1)" in report and "± 0.00" not in report
     assert "resattn compare --dataset digits" in report and "torch 2.14.1" in report
     assert "## Stability of the dual-path runs" in report and "within run-to-run noise" in report
     assert re.search(r"`dual-gate-cbam-lr0.1-s0`: finished; after epoch 4 the lowest skip gain is 0\.[0-6]", report)
@@ -79,7 +80,8 @@ def test_a_failing_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
         return real_train(config, run_dir, **kw)
 
     monkeypatch.setattr(compare_mod, "train", flaky)
-    cfg = CompareConfig(dataset="digits", patterns=["post", "none"], epochs=1, out=str(tmp_path))
+    cfg = CompareConfig(dataset="digits", patterns=["post", "none"], epochs=1, seeds=[0],
+                        out=str(tmp_path))
     res = run_compare(cfg, progress=False, log=lambda s: None)
     assert [r["status"] for r in res["rows"]] == ["failed", "finished"]
     assert "RuntimeError: boom" in (tmp_path / "report.md").read_text()
@@ -95,7 +97,8 @@ def test_grid_expansion_and_errors():
     assert len(specs) == 2 + 2 * 2 + 2 * 2
     dual = [s for s in specs if s.variant == "dual"][0]
     assert dual.config.model_kwargs == {"pattern": "dual", "skip_attn": "eca", "res_attn": "se"}
-    assert cfg.effective_train_subset() == 20000
+    assert cfg.effective_train_subset() == 8000 and cfg.effective_test_subset() == 2000
+    assert CompareConfig().seeds == [0, 1, 2]
     with pytest.raises(ValueError, match="patterns=\\['diagonal'\\] not allowed; allowed: none, branch"):
         CompareConfig(patterns=["diagonal"]).validate()
     with pytest.raises(ValueError, match="attn='xse' is not allowed"):
@@ -130,7 +133,7 @@ def test_cli_missing_data_says_where_it_looked(tmp_path, capsys):
 @pytest.mark.skipif(not FASHION.exists(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_default_path_on_real_fashion_mnist_reaches_the_floor(tmp_path):
     # The default compare's path on a smaller budget (6k images, 2 epochs); measured 76.3% here.
-    cfg = CompareConfig(patterns=["none"], train_subset=6000, test_subset=2000, out=str(tmp_path))
+    cfg = CompareConfig(patterns=["none"], seeds=[0], train_subset=6000, test_subset=2000, out=str(tmp_path))
     res = run_compare(cfg, progress=False, log=lambda s: None)
     row = res["rows"][0]
     assert row["status"] == "finished"
@@ -168,3 +171,26 @@ def test_yaml_errors_name_the_file_and_key(tmp_path, capsys):
         err = capsys.readouterr().err
         assert str(bad) in err and re.search(match, err), err
     assert main(["compare", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_three_seeds_give_paired_cis_in_csv_report_and_plot(tmp_path):
+    cfg = CompareConfig(dataset="digits", patterns=["none", "branch"], epochs=1, seeds=[0, 1, 2],
+                        out=str(tmp_path), train_options={"log_every": 2, "monitor": False})
+    res = run_compare(cfg, progress=False, log=lambda s: None)
+    rows = _rows(tmp_path)
+    acc = {(r["variant"], int(r["seed"])): float(r["final_acc"]) for r in rows}
+    diffs = [acc[("branch", s)] - acc[("none", s)] for s in range(3)]
+    import statistics
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = 4.302652729911275 * sd / 3 ** 0.5  # t_{0.975, 2}
+    branch = [r for r in rows if r["variant"] == "branch"][0]
+    assert int(branch["group_n"]) == 3
+    assert float(branch["group_diff"]) == pytest.approx(mean, abs=1e-9)
+    assert float(branch["group_ci_low"]) == pytest.approx(mean - half, abs=1e-6)
+    assert float(branch["group_ci_high"]) == pytest.approx(mean + half, abs=1e-6)
+    expected = "better" if mean - half > 0 else "worse" if mean + half < 0 else "indistinguishable"
+    assert branch["group_verdict"] == expected
+    assert all(r["loss_spikes"] != "" and float(r["max_grad_norm"]) > 0 for r in rows)
+    report = (tmp_path / "report.md").read_text()
+    assert f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]" in report and "(n=3)" in report
+    assert (tmp_path / "accuracy.png").stat().st_size > 5000

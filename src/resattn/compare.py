@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .attention import ATTN_NAMES
-from .data import DATASETS, load_dataset
+from .data import DATASETS, DataNotFoundError, load_dataset
 from .train import TrainConfig, config_changes, train
 
-__all__ = ["VARIANTS", "CompareConfig", "RunSpec", "expand_grid", "run_compare"]
+__all__ = ["VARIANTS", "CompareConfig", "RunSpec", "expand_grid", "run_compare", "run_specs"]
 
 #: Variant label -> create_model options (attention added from the grid's attn axis).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -43,9 +43,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 _PATTERN_NUMBERS = {"0": "none", "1": "branch", "2": "post", "3": "pre", "4": "dual"}
 DEFAULT_ATTN = {"branch": "se", "post": "se", "pre": "se", "dual": "cbam", "dual-gate": "cbam"}
 
-#: The default grid finishes in under 10 minutes on 2 CPU cores: 2 epochs on a class-balanced
-#: 20k subset of the large sets. ``--full``: the whole training split and 15 epochs.
-QUICK_EPOCHS, QUICK_SUBSET = 2, 20000
+#: The default grid (``make demo``) gives seed-paired 95% CIs and finishes in under 10 minutes on
+#: 2 CPU cores: all 6 variants x 3 seeds x 2 epochs on a class-balanced 8k training subset of the
+#: large sets, tested on a class-balanced 2k test subset. ``--full``: the whole splits, 15 epochs.
+QUICK_EPOCHS, QUICK_SUBSET, QUICK_TEST_SUBSET, QUICK_SEEDS = 2, 8000, 2000, (0, 1, 2)
 FULL = {"quick": False, "epochs": 15}
 _LARGE = ("fashion-mnist", "cifar10", "cifar100")
 
@@ -66,7 +67,7 @@ class CompareConfig:
     patterns: list[str] = field(default_factory=lambda: list(VARIANTS))
     attn: Optional[list[str]] = None
     skip_attn: str = "eca"
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: list(QUICK_SEEDS))
     lrs: list[float] = field(default_factory=lambda: [0.1])
     epochs: int = QUICK_EPOCHS
     train_subset: Optional[int] = None
@@ -74,6 +75,7 @@ class CompareConfig:
     test_subset: Optional[int] = None
     batch_size: int = 128
     out: str = "runs/compare"
+    baseline: Optional[str] = None
     train_options: dict[str, Any] = field(default_factory=dict)
 
     def to_command(self) -> str:
@@ -83,7 +85,7 @@ class CompareConfig:
                  "patterns": "--patterns", "attn": "--attn", "skip_attn": "--skip-attn",
                  "seeds": "--seeds", "lrs": "--lr", "epochs": "--epochs",
                  "train_subset": "--train-subset", "test_subset": "--test-subset",
-                 "batch_size": "--batch-size", "out": "--out"}
+                 "batch_size": "--batch-size", "out": "--out", "baseline": "--baseline"}
         parts = ["resattn", "compare"] + (["--full"] if not self.quick else [])
         for name, flag in flags.items():
             value = getattr(self, name)
@@ -105,6 +107,18 @@ class CompareConfig:
             return QUICK_SUBSET
         return self.train_subset
 
+    def effective_baseline(self) -> str:
+        """``baseline``, else ``none`` when the grid has it, else the grid's first variant."""
+        if self.baseline is not None:
+            return self.baseline
+        return "none" if "none" in self.patterns else self.patterns[0]
+
+    def effective_test_subset(self) -> Optional[int]:
+        """``test_subset``, or the quick default (2k) for the large sets when it is None."""
+        if self.test_subset is None and self.quick and self.dataset in _LARGE:
+            return QUICK_TEST_SUBSET
+        return self.test_subset
+
     def validate(self) -> "CompareConfig":
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset={self.dataset!r} is not allowed; allowed: {', '.join(DATASETS)}")
@@ -114,8 +128,12 @@ class CompareConfig:
             raise ValueError(f"patterns={bad or self.patterns!r} not allowed; allowed: "
                              f"{', '.join(VARIANTS)} (or 0-4)")
         for arg, a in [("attn", a) for a in (self.attn or [])] + [("skip_attn", self.skip_attn)]:
-            if a not in ATTN_NAMES:
-                raise ValueError(f"{arg}={a!r} is not allowed; allowed: {', '.join(ATTN_NAMES)}")
+            if a not in ATTN_NAMES and a != "none":
+                raise ValueError(f"{arg}={a!r} is not allowed; allowed: {', '.join(ATTN_NAMES)}, "
+                                 "none (no attention on that path)")
+        if self.baseline is not None and self.baseline not in self.patterns:
+            raise ValueError(f"baseline={self.baseline!r} is not one of the variants of this grid "
+                             f"({', '.join(self.patterns)})")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
         if not self.lrs or any(not lr > 0 for lr in self.lrs):
@@ -137,14 +155,20 @@ class RunSpec:
     seed: int
     lr: float
     config: TrainConfig
+    cell: dict[str, Any] = field(default_factory=dict)  # a study's factor values for this run
+
+
+def _attn_or_none(name: Optional[str]) -> Optional[str]:
+    """``'none'`` (no attention on that path, from the command line or YAML) as None."""
+    return None if name == "none" else name
 
 
 def _model_kwargs(variant: str, attn: Optional[str], skip_attn: str) -> dict[str, Any]:
     kw = dict(VARIANTS[variant])
     if variant.startswith("dual"):
-        kw.update(skip_attn=skip_attn, res_attn=attn)
+        kw.update(skip_attn=_attn_or_none(skip_attn), res_attn=_attn_or_none(attn))
     elif attn is not None:
-        kw["attn"] = attn
+        kw["attn"] = _attn_or_none(attn)
     return kw
 
 
@@ -160,7 +184,7 @@ def expand_grid(cfg: CompareConfig) -> list[RunSpec]:
                     tc = TrainConfig(model=cfg.model, model_kwargs=_model_kwargs(variant, attn, cfg.skip_attn),
                                      dataset=cfg.dataset, data_dir=cfg.data_dir, download=cfg.download,
                                      train_subset=cfg.effective_train_subset(),
-                                     test_subset=cfg.test_subset, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=lr, seed=seed,
+                                     test_subset=cfg.effective_test_subset(), epochs=cfg.epochs, batch_size=cfg.batch_size, lr=lr, seed=seed,
                                      **opts).validate()
                     parts = [variant] + ([attn] if attn else []) + [f"lr{lr:g}", f"s{seed}"]
                     specs.append(RunSpec("-".join(parts), variant, attn, seed, lr, tc))
@@ -201,34 +225,69 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
     """
     cfg.validate()
     out = Path(cfg.out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     specs = expand_grid(cfg)
     command = command or cfg.to_command()
     (out / "grid.json").write_text(json.dumps({"command": command, "config": asdict(cfg)},
                                               indent=2, default=str))
-    stale = [m for m in (_mismatch(out / "runs" / spec.run_id, spec.config) for spec in specs) if m]
-    if stale:
-        raise ValueError(f"{out} holds runs made with other options, which this grid would "
-                         f"reuse: {'; '.join(stale)}. Use another --out, or delete those runs")
     t0 = time.perf_counter()
-    bundle = None
+    rows = run_specs(specs, out / "runs", progress=progress, log=log)
+    wall = time.perf_counter() - t0
+    from .report import write_report  # matplotlib is imported only when a report is written
+    paths, table = write_report(out, rows, command=command, config=cfg, wall_time_s=wall)
+    return {"rows": rows, "paths": paths, "table": table, "wall_time_s": wall}
+
+
+def _bundle_key(c: TrainConfig) -> tuple:
+    return (c.dataset, c.data_dir, c.download, c.train_subset, c.test_subset)
+
+
+def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, progress: bool = True,
+              log=print) -> list[dict[str, Any]]:
+    """Execute a list of runs, each in ``runs_dir/<run_id>``; the one runner of compare and study.
+
+    A run with a ``result.json`` is finished and skipped; one with only a checkpoint resumes; one
+    that raises is recorded as ``failed`` (its traceback printed) and the list goes on. Data sets
+    are loaded once per (dataset, subsets) and shared by the runs that use them.
+
+    Returns:
+        One row per spec, in order: the spec's labels and cell, the result (:func:`_flat_result`)
+        and the stability metrics of :func:`resattn.stability.run_stability`.
+
+    Raises:
+        ValueError: ``runs_dir`` holds runs made with other options (before any run);
+        :class:`resattn.data.DataNotFoundError`: data missing.
+    """
+    from .report import read_metrics
+    from .stability import run_stability
+
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stale = [m for m in (_mismatch(runs_dir / spec.run_id, spec.config) for spec in specs) if m]
+    if stale:
+        raise ValueError(f"{runs_dir.parent} holds runs made with other options, which this grid "
+                         f"would reuse: {'; '.join(stale)}. Use another --out, or delete those runs")
+    bundles: dict[tuple, Any] = {}
     rows = []
     for i, spec in enumerate(specs, 1):
-        run_dir = out / "runs" / spec.run_id
+        run_dir = runs_dir / spec.run_id
         result = _read_result(run_dir)
         if result is not None:
             log(f"[{i}/{len(specs)}] {spec.run_id}: {result['status']} earlier, skipped")
         else:
-            if bundle is None:
-                bundle = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download,
-                                      train_subset=cfg.effective_train_subset(),
-                                      test_subset=cfg.test_subset)
+            c = spec.config
             resuming = (run_dir / "checkpoint.pt").exists()
             log(f"[{i}/{len(specs)}] {spec.run_id}: {'resuming' if resuming else 'training'}")
             try:
-                train(spec.config, run_dir, bundle=bundle, resume=True, progress=progress)
+                key = _bundle_key(c)
+                if key not in bundles:
+                    bundles[key] = load_dataset(c.dataset, c.data_dir, download=c.download,
+                                                train_subset=c.train_subset, test_subset=c.test_subset)
+                train(c, run_dir, bundle=bundles[key], resume=True, progress=progress)
                 result = _read_result(run_dir)
             except (KeyboardInterrupt, SystemExit):
+                raise
+            except DataNotFoundError:
                 raise
             except Exception as e:  # keep going; finished runs and checkpoints stay on disk
                 traceback.print_exc()
@@ -237,11 +296,9 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
                 log(f"    {result['status']}: best {result.get('best_acc', 0):.2f}%  final "
                     f"{result.get('final_acc', 0):.2f}%  {result.get('images_per_s', 0):.0f} img/s")
         rows.append({"run_id": spec.run_id, "variant": spec.variant, "attn": spec.attn,
-                     "seed": spec.seed, "lr": spec.lr, **_flat_result(result or {}, spec)})
-    wall = time.perf_counter() - t0
-    from .report import write_report  # matplotlib is imported only when a report is written
-    paths, table = write_report(out, rows, command=command, config=cfg, wall_time_s=wall)
-    return {"rows": rows, "paths": paths, "table": table, "wall_time_s": wall}
+                     "seed": spec.seed, "lr": spec.lr, **spec.cell, **_flat_result(result or {}, spec),
+                     **run_stability(read_metrics(run_dir))})
+    return rows
 
 
 def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:

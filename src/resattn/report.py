@@ -1,9 +1,13 @@
 """The comparison report: ``results.csv``, ``report.md`` and PNG plots in the output folder.
 
     results.csv          one row per run (config, params, MFLOPs per image, train time, images/s,
-                         best and final test accuracy, status, diverged)
-    report.md            table grouped by variant (mean +- std over seeds), the command, machine
-    accuracy.png         final test accuracy per variant, mean +- std over seeds
+                         best and final test accuracy, status, diverged, the stability metrics of
+                         :mod:`resattn.stability`) and its group's statistics (``group_*``: n, mean,
+                         std, seed-paired difference to the baseline with 95% CI, verdict)
+    summary.csv          one row per group (variant, attention, learning rate) with those statistics
+    report.md            the grouped table (n, mean ± std, paired difference [95% CI], verdict,
+                         stability), the command, machine, versions and wall time
+    accuracy.png         final test accuracy: every seed as a point, the mean and its 95% CI
     loss.png             training loss per logged step, one line per run
     gamma.png            mean effective gamma_s and gamma_r per epoch, dual runs
     skip_gain.png        skip gain per block per epoch, dual runs, one line per block
@@ -21,11 +25,22 @@ from typing import Any, Optional
 
 import torch
 
-__all__ = ["write_report", "summarise", "format_table", "read_metrics"]
+__all__ = ["write_report", "summarise", "format_table", "read_metrics", "write_csv", "accuracy_plot",
+           "machine_lines", "group_label"]
 
 CSV_FIELDS = ["run_id", "variant", "pattern", "attn", "skip_attn", "skip_modulation", "seed", "lr",
               "model", "dataset", "epochs", "train_subset", "params", "mflops", "train_time_s",
-              "images_per_s", "best_acc", "final_acc", "status", "diverged", "error"]
+              "images_per_s", "best_acc", "final_acc", "status", "diverged", "error",
+              "loss_spikes", "max_grad_norm", "final_train_loss", "steps_to_mark", "min_skip_gain",
+              "min_skip_gain_block", "final_gamma_s", "final_gamma_r", "gamma_s", "gamma_r",
+              "group_n", "group_mean", "group_std", "group_diff", "group_ci_low", "group_ci_high",
+              "group_verdict"]
+SUMMARY_FIELDS = ["group", "variant", "attn", "cell", "runs", "finished", "diverged", "failed",
+                  "params", "mflops", "n", "metric", "mean", "std", "baseline", "n_pairs", "diff",
+                  "diff_std", "ci_low", "ci_high", "confidence", "verdict", "best_mean",
+                  "images_per_s", "loss_spikes", "max_grad_norm", "final_train_loss",
+                  "steps_to_mark", "min_skip_gain", "min_skip_gain_block", "final_gamma_s",
+                  "final_gamma_r"]
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -42,67 +57,184 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def _cell_label(cell: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in cell.items())
 
 
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One line per (variant, attn): runs, params, MFLOPs, accuracies mean/std, images/s, diverged."""
-    groups: dict[tuple[str, Optional[str]], list[dict[str, Any]]] = {}
+def group_label(variant: str, attn: Optional[str], cell: dict[str, Any]) -> str:
+    """``dual/cbam @ lr=0.1``: a group's name in tables and plots."""
+    name = variant + ("" if attn in (None, "-", "") else f"/{attn}")
+    return name + (f" @ {_cell_label(cell)}" if cell else "")
+
+
+def summarise(rows: list[dict[str, Any]], *, baseline: str = "none", metric: str = "final_acc",
+              cell_keys: tuple[str, ...] = (), confidence: float = 0.95) -> list[dict[str, Any]]:
+    """One line per group (cell, variant, attn) with n, mean, std of ``metric`` over finished runs
+    and the seed-paired difference to ``baseline`` in the same cell (:func:`resattn.stats.paired_difference`).
+
+    Diverged and failed runs are counted, not averaged: a seed pairs only when both runs finished.
+    Stability columns are means over finished and diverged runs (``min_skip_gain``: the lowest).
+    """
+    from .stability import HIGHER_IS_BETTER
+    from .stats import paired_difference, summarise_values
+
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["variant"], r["attn"]), []).append(r)
+        cell = tuple((k, r.get(k)) for k in cell_keys)
+        groups.setdefault((cell, r["variant"], r["attn"]), []).append(r)
+
+    def by_seed(rs):
+        return {r["seed"]: r.get(metric) for r in rs if r["status"] == "finished"}
+
+    base = {cell: rs for (cell, variant, _), rs in groups.items() if variant == baseline}
     out = []
-    for (variant, attn), rs in groups.items():
+    for (cell, variant, attn), rs in groups.items():
         done = [r for r in rs if r["status"] in ("finished", "diverged")]
         ok = [r for r in done if r["status"] == "finished"]
-        best = _mean_std([r["best_acc"] for r in ok])
-        final = _mean_std([r["final_acc"] for r in ok])
+        s = summarise_values([r.get(metric) for r in ok])
+        paired = None
+        if variant != baseline and cell in base:
+            paired = paired_difference(by_seed(rs), by_seed(base[cell]), confidence=confidence,
+                                       higher_is_better=higher)
+        best = summarise_values([r.get("best_acc") for r in ok])
+        cell_d = dict(cell)
+        low = [(r["min_skip_gain"], r.get("min_skip_gain_block")) for r in done
+               if r.get("min_skip_gain") is not None]
         out.append({
-            "variant": variant, "attn": attn or "-", "runs": len(rs), "finished": len(ok),
+            "group": group_label(variant, attn, cell_d), "variant": variant, "attn": attn or "-",
+            "cell": cell_d, "runs": len(rs), "finished": len(ok),
             "diverged": sum(r["status"] == "diverged" for r in rs),
             "failed": sum(r["status"] in ("failed", "missing") for r in rs),
             "params": done[0]["params"] if done else None,
             "mflops": done[0]["mflops"] if done else None,
-            "best_mean": best[0], "best_std": best[1], "final_mean": final[0], "final_std": final[1],
-            "images_per_s": statistics.fmean([r["images_per_s"] for r in done]) if done else math.nan,
+            "metric": metric, "summary": s, "n": s.n, "mean": s.mean, "std": s.std,
+            "baseline": baseline if paired is not None else None, "paired": paired,
+            "n_pairs": paired.n if paired else None, "diff": paired.mean_diff if paired else None,
+            "diff_std": paired.std_diff if paired else None,
+            "ci_low": paired.ci_low if paired else None, "ci_high": paired.ci_high if paired else None,
+            "confidence": confidence, "verdict": paired.verdict if paired else ("baseline" if variant == baseline else "-"),
+            "best_mean": best.mean, "values": {r["seed"]: r.get(metric) for r in ok},
+            "images_per_s": statistics.fmean([r["images_per_s"] for r in done if r.get("images_per_s")])
+            if any(r.get("images_per_s") for r in done) else math.nan,
+            **{k: _mean_of(done, k) for k in ("loss_spikes", "max_grad_norm", "final_train_loss",
+                                               "steps_to_mark", "final_gamma_s", "final_gamma_r")},
+            "min_skip_gain": min(low)[0] if low else None,
+            "min_skip_gain_block": min(low)[1] if low else None,
         })
     return out
 
 
+def _mean_of(rs: list[dict[str, Any]], key: str) -> Optional[float]:
+    vals = [float(r[key]) for r in rs if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return statistics.fmean(vals) if vals else None
+
+
+def _f(v: Any, fmt: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
 def format_table(summary: list[dict[str, Any]], *, markdown: bool = False) -> str:
-    """The grouped table as Markdown or aligned text."""
-    head = ["variant", "attn", "runs", "params", "MFLOPs", "best acc %", "final acc %", "img/s",
-            "diverged", "failed"]
+    """The grouped table as Markdown or aligned text: n, mean ± std (no spread at n=1), the
+    seed-paired difference to the baseline with its CI, the verdict, cost and stability."""
+    from .stats import format_mean, format_paired
+
+    metric = summary[0]["metric"] if summary else "final_acc"
+    conf = int(round(100 * summary[0]["confidence"])) if summary else 95
+    head = ["variant", "attn"] + (["cell"] if any(s["cell"] for s in summary) else []) + [
+        "runs", "params", "MFLOPs", f"{metric} mean ± std", f"Δ vs baseline [{conf}% CI]", "verdict",
+        "img/s", "diverged", "failed", "loss spikes", "max grad norm", "min skip gain", "γ_s end"]
     lines = []
+    pm = "±" if markdown else "+-"
     for s in summary:
-        pm = "±" if markdown else "+-"
-        lines.append([
-            s["variant"], s["attn"], str(s["runs"]),
+        lines.append([s["variant"], s["attn"]] + ([_cell_label(s["cell"])] if "cell" in head else []) + [
+            str(s["runs"]),
             f"{s['params']:,}" if s["params"] else "-",
             f"{s['mflops']:.1f}" if s["mflops"] else "-",
-            f"{s['best_mean']:.2f} {pm} {s['best_std']:.2f}" if s["finished"] else "-",
-            f"{s['final_mean']:.2f} {pm} {s['final_std']:.2f}" if s["finished"] else "-",
-            f"{s['images_per_s']:.0f}" if not math.isnan(s["images_per_s"]) else "-",
-            str(s["diverged"]), str(s["failed"]),
+            format_mean(s["summary"], pm=pm),
+            format_paired(s["paired"]) if s["paired"] else "-",
+            s["verdict"],
+            _f(s["images_per_s"], ".0f"), str(s["diverged"]), str(s["failed"]),
+            _f(s["loss_spikes"], ".1f"), _f(s["max_grad_norm"], ".2f"),
+            (f"{s['min_skip_gain']:.2f} ({s['min_skip_gain_block']})" if s["min_skip_gain"] is not None else "-"),
+            _f(s["final_gamma_s"], "+.3f"),
         ])
     if markdown:
-        rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        rows += ["| " + " | ".join(r) + " |" for r in lines]
-        return "\n".join(rows)
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(r) + " |" for r in lines]
+        return "\n".join(out)
     widths = [max(len(h), *(len(r[i]) for r in lines)) if lines else len(h) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] +
                      [fmt.format(*r) for r in lines])
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def _attach_groups(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
+                   cell_keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each run row with its group's statistics (``group_*`` columns of results.csv)."""
+    index = {(tuple(s["cell"].items()), s["variant"], s["attn"]): s for s in summary}
+    out = []
+    for r in rows:
+        s = index.get((tuple((k, r.get(k)) for k in cell_keys), r["variant"], r["attn"] or "-"))
+        g = {} if s is None else {"group_n": s["n"], "group_mean": s["mean"], "group_std": s["std"],
+                                  "group_diff": s["diff"], "group_ci_low": s["ci_low"],
+                                  "group_ci_high": s["ci_high"], "group_verdict": s["verdict"]}
+        out.append({**r, **g})
+    return out
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str] = CSV_FIELDS) -> None:
+    """Rows as CSV with ``fields`` as columns (None as empty, lists and dicts as JSON)."""
+    def cell(v: Any) -> Any:
+        if v is None:
+            return ""
+        return json.dumps(v) if isinstance(v, (list, dict)) else v
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS})
+            w.writerow({k: cell(r.get(k)) for k in fields})
+
+
+def accuracy_plot(path: Path, summary: list[dict[str, Any]], *, title: str = "",
+                  ylabel: str = "final test accuracy (%)") -> Optional[Path]:
+    """Every seed as a point, and per group the mean with its 95% CI (Student t; none at n=1)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .stats import t_quantile
+
+    done = [s for s in summary if s["values"]]
+    if not done:
+        return None
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(done) + 2), 3.8))
+    lows, highs = [], []
+    for i, s in enumerate(done):
+        vals = [v for v in s["values"].values() if v is not None]
+        jitter = [i + 0.12 * (j - (len(vals) - 1) / 2) / max(1, len(vals) - 1) for j in range(len(vals))]
+        ax.scatter(jitter, vals, s=14, color="tab:blue", alpha=0.7, zorder=3,
+                   label="one seed" if i == 0 else None)
+        if s["std"] is not None and s["n"] >= 2:
+            half = t_quantile(s["confidence"], s["n"] - 1) * s["std"] / math.sqrt(s["n"])
+            ax.errorbar([i + 0.3], [s["mean"]], yerr=[half], fmt="s", color="black", capsize=4,
+                        ms=4, label="mean, 95% CI" if i == 0 else None)
+            lows.append(s["mean"] - half)
+            highs.append(s["mean"] + half)
+        lows += vals
+        highs += vals
+    span = max(highs) - min(lows)
+    ax.set_ylim(min(lows) - 0.1 * span - 0.5, max(highs) + 0.1 * span + 0.5)
+    ax.set_xticks(range(len(done)), [s["group"].replace(" @ ", "\n") for s in done], fontsize=7)
+    ax.set_ylabel(ylabel)
+    n = max(s["n"] for s in done)
+    ax.set_title(title or ("Final test accuracy per variant: seeds and mean with 95% CI" if n > 1
+                           else "Final test accuracy per variant (n=1: no CI)"), fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
@@ -113,23 +245,9 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
     from matplotlib.ticker import MaxNLocator
 
     paths: dict[str, Path] = {}
-    done = [s for s in summary if s["finished"]]
-    if done:
-        fig, ax = plt.subplots(figsize=(1.2 * len(done) + 2, 3.5))
-        labels = [s["variant"] + ("" if s["attn"] == "-" else f"\n{s['attn']}") for s in done]
-        ax.bar(range(len(done)), [s["final_mean"] for s in done],
-               yerr=[s["final_std"] for s in done], capsize=4, color="tab:blue", alpha=0.8)
-        lo = min(s["final_mean"] - s["final_std"] for s in done)
-        ax.set_ylim(max(0.0, lo - 3), min(100.0, max(s["final_mean"] + s["final_std"] for s in done) + 1.5))
-        ax.set_xticks(range(len(done)), labels)
-        ax.set_ylabel("final test accuracy (%)")
-        seeds = max(s["finished"] for s in done)
-        ax.set_title("Final test accuracy per variant" + (" (mean ± std over seeds)" if seeds > 1
-                     else " (one seed: no error bars)"))
-        fig.tight_layout()
-        paths["accuracy"] = out / "accuracy.png"
-        fig.savefig(paths["accuracy"], dpi=120)
-        plt.close(fig)
+    acc = accuracy_plot(out / "accuracy.png", summary)
+    if acc is not None:
+        paths["accuracy"] = acc
 
     metrics = {r["run_id"]: read_metrics(out / "runs" / r["run_id"]) for r in rows}
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -227,32 +345,61 @@ def _stability(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     return (["## Stability of the dual-path runs", ""] + lines + [""]) if lines else []
 
 
+def machine_lines(command: str, wall_time_s: float, rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: the exact command, wall time, machine and versions."""
+    return [
+        "    " + command, "",
+        f"- wall time of this invocation: {wall_time_s:.0f} s; training time of all runs: "
+        f"{sum(r.get('train_time_s') or 0 for r in rows):.0f} s",
+        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, CUDA: {torch.cuda.is_available()}"
+        + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""),
+        f"- torch {torch.__version__}, python {platform.python_version()}, resattn "
+        f"{_version()}",
+        f"- written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
+    ]
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("resattn")
+    except Exception:  # not installed (PYTHONPATH use)
+        return "unknown"
+
+
+STATS_NOTE = ("n = finished seeds; mean ± std over them (no spread at n=1). Δ = seed-paired mean "
+              "difference to the baseline (same seed: same data subset, order, augmentation draws "
+              "and flipped labels), with a {conf}% CI from Student's t over the pairs; verdict "
+              "`better`/`worse` when the CI excludes 0, else `indistinguishable` at this budget "
+              "(`n<2`: no CI). Diverged runs are counted, not averaged. Stability columns: "
+              "see `resattn.stability` (loss spikes: step-loss peaks above 3x the running median).")
+
+
 def write_report(out: Path, rows: list[dict[str, Any]], *, command: str, config: Any,
                  wall_time_s: float) -> tuple[dict[str, Path], str]:
-    """Write results.csv, plots and report.md into ``out``; return (paths, text table)."""
+    """Write results.csv, summary.csv, plots and report.md into ``out``; return (paths, text table)."""
     out = Path(out)
-    summary = summarise(rows)
-    _write_csv(out / "results.csv", rows)
+    cell_keys = ("lr",) if len(config.lrs) > 1 else ()
+    baseline = config.effective_baseline()
+    summary = summarise(rows, baseline=baseline, cell_keys=cell_keys)
+    write_csv(out / "results.csv", _attach_groups(rows, summary, cell_keys))
+    write_csv(out / "summary.csv", summary, SUMMARY_FIELDS)
     plots = _plots(out, rows, summary, threshold=config.train_options.get("skip_gain_threshold", 0.7))
     md = [
         "# resattn compare report", "",
         f"Data set: **{config.dataset}**, model: **{config.model}**, epochs: {config.epochs}, "
-        f"train subset: {config.effective_train_subset() or 'all'}, seeds: {config.seeds}, lr: {config.lrs}.", "",
+        f"train subset: {config.effective_train_subset() or 'all'}, test subset: "
+        f"{config.effective_test_subset() or 'all'}, seeds: {config.seeds}, lr: {config.lrs}, "
+        f"baseline: `{baseline}`.", "",
         format_table(summary, markdown=True), "",
-        "Accuracy is top-1 on the test split; best = best epoch, final = last epoch; mean ± std "
-        "over seeds of finished runs. MFLOPs per image from `torch.utils.flop_counter` "
-        "(multiply-add = 2 FLOPs). img/s = training images per second.", "",
+        STATS_NOTE.format(conf=95) + " Accuracy is top-1 on the test split at the last epoch. "
+        "MFLOPs per image from `torch.utils.flop_counter` (multiply-add = 2 FLOPs). "
+        "img/s = training images per second.", "",
         "## How this was made", "",
-        f"    {command}", "",
-        f"- wall time of this invocation: {wall_time_s:.0f} s; training time of all runs: "
-        f"{sum(r.get('train_time_s') or 0 for r in rows):.0f} s",
-        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, CUDA: {torch.cuda.is_available()}",
-        f"- torch {torch.__version__}, python {platform.python_version()}",
-        f"- written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
-    ]
-    if any(s["finished"] < 2 for s in summary):
-        md += ["Single-seed groups show no spread: differences of about a point between variants "
+    ] + machine_lines(command, wall_time_s, rows)
+    if any(s["n"] < 2 for s in summary):
+        md += ["Groups with n=1 show no spread: differences of about a point between variants "
                "are within run-to-run noise at this budget; add seeds (`--seeds 0,1,2`) before "
                "reading a ranking into them.", ""]
     md += _stability(out, rows)
@@ -262,5 +409,5 @@ def write_report(out: Path, rows: list[dict[str, Any]], *, command: str, config:
     if plots:
         md += ["## Plots", ""] + [f"![{k}]({p.name})" for k, p in plots.items()] + [""]
     (out / "report.md").write_text("\n".join(md))
-    paths = {"results": out / "results.csv", "report": out / "report.md", **plots}
+    paths = {"results": out / "results.csv", "summary": out / "summary.csv", "report": out / "report.md", **plots}
     return paths, format_table(summary)

@@ -1,0 +1,138 @@
+"""Stability of a run, measured from its step log (``metrics.jsonl``), so finished runs qualify.
+
+Every metric is defined here, once. Step records hold window statistics over the ``log_every``
+steps since the previous record (see :mod:`resattn.train`): ``loss`` (mean), ``loss_max`` (largest
+single-step loss), ``acc`` (train accuracy, %), ``grad_norm`` (largest gradient norm before
+clipping). Epoch records hold ``train_loss`` and, with the gate monitor on, ``gates``: per block
+``skip_gain`` (‖s‖/‖skip(x)‖ of :class:`resattn.monitor.GateMonitor`) and the effective
+``gamma/skip_attn`` (γ_s) and ``gamma/res_attn`` (γ_r).
+
+Metrics (keys of :func:`run_stability`):
+
+    loss_spikes       number of step records whose ``loss_max`` exceeds ``SPIKE_K`` (= 3) times the
+                      running median of the previous ``SPIKE_WINDOW`` (= 20) records' mean losses;
+                      tested only once ``SPIKE_MIN_HISTORY`` (= 5) records precede it
+    max_grad_norm     largest gradient norm of the run (L2 over all parameters, before clipping)
+    final_train_loss  mean training loss of the last finished epoch
+    steps_to_mark     global step of the first step record whose window train accuracy reaches
+                      ``ACC_MARK`` (= 80 %); None when never reached
+    min_skip_gain     lowest per-epoch skip gain of any block over the run, and its block
+                      (``min_skip_gain_block``); 1.0 for plain blocks by definition
+    final_gamma_s     mean effective γ_s over the blocks that have one, after the last epoch
+    final_gamma_r     the same for γ_r
+    gamma_s / gamma_r (trajectories, :func:`gamma_trajectory`) the per-epoch means
+
+Lower is better for ``loss_spikes``, ``max_grad_norm``, ``final_train_loss`` and ``steps_to_mark``;
+higher is better for ``min_skip_gain`` (see :data:`HIGHER_IS_BETTER`).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any, Iterable, Optional
+
+__all__ = ["SPIKE_K", "SPIKE_WINDOW", "SPIKE_MIN_HISTORY", "ACC_MARK", "STABILITY_METRICS",
+           "HIGHER_IS_BETTER", "loss_spikes", "max_grad_norm", "final_train_loss", "steps_to_mark",
+           "min_skip_gain", "gamma_trajectory", "run_stability"]
+
+SPIKE_K = 3.0
+SPIKE_WINDOW = 20
+SPIKE_MIN_HISTORY = 5
+ACC_MARK = 80.0
+
+#: Stability metric name -> True when a higher value is better.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "loss_spikes": False, "max_grad_norm": False, "final_train_loss": False,
+    "steps_to_mark": False, "min_skip_gain": True, "final_gamma_s": True, "final_gamma_r": True,
+}
+STABILITY_METRICS = tuple(HIGHER_IS_BETTER)
+
+
+def _steps(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("type") == "step"]
+
+
+def _epochs(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("type") == "epoch"]
+
+
+def _num(v: Any) -> Optional[float]:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def loss_spikes(records: Iterable[dict[str, Any]], *, k: float = SPIKE_K, window: int = SPIKE_WINDOW,
+                min_history: int = SPIKE_MIN_HISTORY) -> int:
+    """Step records whose largest step loss exceeds ``k`` x the running median of the previous
+    ``window`` records' mean losses (records with fewer than ``min_history`` before are not tested;
+    a record without ``loss_max``, from older runs, uses ``loss``)."""
+    history: list[float] = []
+    spikes = 0
+    for r in _steps(records):
+        loss = _num(r.get("loss"))
+        peak = _num(r.get("loss_max"))
+        peak = loss if peak is None else peak
+        if peak is not None and len(history) >= min_history:
+            if peak > k * statistics.median(history[-window:]):
+                spikes += 1
+        if loss is not None:
+            history.append(loss)
+    return spikes
+
+
+def max_grad_norm(records: Iterable[dict[str, Any]]) -> Optional[float]:
+    """Largest ``grad_norm`` of the step records (None when no record has one)."""
+    vals = [v for v in (_num(r.get("grad_norm")) for r in _steps(records)) if v is not None]
+    return max(vals) if vals else None
+
+
+def final_train_loss(records: Iterable[dict[str, Any]]) -> Optional[float]:
+    """``train_loss`` of the last epoch record (None before the first epoch ends)."""
+    eps = _epochs(records)
+    return _num(eps[-1].get("train_loss")) if eps else None
+
+
+def steps_to_mark(records: Iterable[dict[str, Any]], mark: float = ACC_MARK) -> Optional[int]:
+    """Global step of the first step record with window train accuracy >= ``mark`` (%)."""
+    for r in _steps(records):
+        acc = _num(r.get("acc"))
+        if acc is not None and acc >= mark:
+            return int(r["step"])
+    return None
+
+
+def min_skip_gain(records: Iterable[dict[str, Any]]) -> tuple[Optional[float], Optional[str]]:
+    """(lowest per-epoch skip gain over all blocks and epochs, its block); (None, None) without gates."""
+    low: tuple[Optional[float], Optional[str]] = (None, None)
+    for e in _epochs(records):
+        for block, stats in (e.get("gates") or {}).items():
+            g = _num(stats.get("skip_gain"))
+            if g is not None and (low[0] is None or g < low[0]):
+                low = (g, block)
+    return low
+
+
+def gamma_trajectory(records: Iterable[dict[str, Any]], path: str = "skip_attn") -> list[Optional[float]]:
+    """Per epoch, the mean effective gamma over blocks of ``path`` (``skip_attn`` = γ_s,
+    ``res_attn`` = γ_r, ``attn`` = patterns 1-3); None for an epoch without such blocks."""
+    out = []
+    key = f"gamma/{path}"
+    for e in _epochs(records):
+        vals = [v for v in (_num(s.get(key)) for s in (e.get("gates") or {}).values()) if v is not None]
+        out.append(statistics.fmean(vals) if vals else None)
+    return out
+
+
+def run_stability(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """All stability metrics of one run's records, flat (see the module docstring)."""
+    low, block = min_skip_gain(records)
+    gs, gr = gamma_trajectory(records, "skip_attn"), gamma_trajectory(records, "res_attn")
+    return {
+        "loss_spikes": loss_spikes(records) if _steps(records) else None,
+        "max_grad_norm": max_grad_norm(records),
+        "final_train_loss": final_train_loss(records),
+        "steps_to_mark": steps_to_mark(records),
+        "min_skip_gain": low, "min_skip_gain_block": block,
+        "final_gamma_s": gs[-1] if gs else None, "final_gamma_r": gr[-1] if gr else None,
+        "gamma_s": gs if any(v is not None for v in gs) else None,
+        "gamma_r": gr if any(v is not None for v in gr) else None,
+    }
