@@ -1,4 +1,5 @@
-"""Command line: ``resattn train | compare | convert | inspect | bench`` (also ``python -m resattn``)."""
+"""Command line: ``resattn train | compare | study | evidence | convert | inspect | bench``
+(also ``python -m resattn``)."""
 from __future__ import annotations
 
 import argparse
@@ -44,12 +45,12 @@ def _stages(s: str) -> Optional[list[int]]:
 
 
 _ATTENTION_ARGS = [
-    ("--attn", str, "attention of patterns 1-3 (se, eca, cbam, coord, ...)"),
+    ("--attn", str, "attention of patterns 1-3 (se, eca, cbam, coord, ..., or none)"),
     ("--modulation", str, "patterns 1-3: gate | near_identity"),
     ("--gamma-init", float, "patterns 1-3: initial gamma (near_identity)"),
     ("--gamma-max", float, "patterns 1-3: bound on |gamma|"),
-    ("--skip-attn", str, "dual: attention on the skip path"),
-    ("--res-attn", str, "dual: attention on the residual path"),
+    ("--skip-attn", str, "dual: attention on the skip path (none: no attention there)"),
+    ("--res-attn", str, "dual: attention on the residual path (none: no attention there)"),
     ("--skip-modulation", str, "dual: gate | near_identity on the skip"),
     ("--res-modulation", str, "dual: gate | near_identity on the residual"),
     ("--skip-gamma-init", float, "dual: initial gamma_s"),
@@ -75,7 +76,11 @@ def _add_attention_args(p: argparse.ArgumentParser, *, with_attn: bool = True) -
 
 def _attention_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     keys = ["pattern", "stages", "norm_layer"] + [f[0][2:].replace("-", "_") for f in _ATTENTION_ARGS]
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    kw = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    for k in ("attn", "skip_attn", "res_attn"):  # 'none': no attention on that path
+        if kw.get(k) == "none":
+            kw[k] = None
+    return kw
 
 
 _TRAIN_FLAGS = {  # flag -> (TrainConfig field, type, help)
@@ -85,6 +90,8 @@ _TRAIN_FLAGS = {  # flag -> (TrainConfig field, type, help)
     "--gamma-lr-scale": ("gamma_lr_scale", float, "learning-rate factor for gamma"),
     "--warmup-epochs": ("warmup_epochs", float, "linear warm-up length before the cosine"),
     "--label-smoothing": ("label_smoothing", float, "label smoothing"),
+    "--label-noise": ("label_noise", float,
+                      "flip this fraction of training labels to another class (seeded; test set clean)"),
     "--grad-clip": ("grad_clip", float, "clip the gradient norm to this value"),
     "--log-every": ("log_every", int, "steps between step records in metrics.jsonl"),
     "--monitor-every": ("monitor_every", int, "record gate statistics every N forwards"),
@@ -103,6 +110,8 @@ _TRAIN_SWITCHES = {  # flag -> (field, value, help)
     "--no-augment": ("augment", False, "no random crop / flip"),
     "--no-monitor": ("monitor", False, "no gate diagnostics"),
     "--no-channels-last": ("channels_last", False, "keep NCHW memory layout"),
+    "--tensorboard": ("tensorboard", True,
+                      "also write TensorBoard scalars (RUN/tensorboard/; needs the tensorboard package)"),
 }
 
 
@@ -202,7 +211,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cli = dict(dataset=args.dataset, data_dir=args.data_dir, download=args.download,
                model=args.model, patterns=args.patterns, attn=args.attn, skip_attn=args.skip_attn,
                seeds=args.seeds, lrs=args.lr, epochs=args.epochs, train_subset=args.train_subset,
-               batch_size=args.batch_size, out=args.out)
+               batch_size=args.batch_size, out=args.out, baseline=args.baseline)
     opts.update({k: v for k, v in cli.items() if v is not None})
     if "lr" in opts:  # YAML may say lr: 0.1 or lr: [0.05, 0.1]
         lr = opts.pop("lr")
@@ -227,6 +236,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"{name:>10}: {path}")
     bad = [r for r in res["rows"] if r["status"] == "failed"]
     return 4 if bad else 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study import load_study, run_study
+
+    study = load_study(args.file)
+    if args.dry_run:
+        specs = study.specs(args.budget)
+        print(f"{study.path}: valid; budget {args.budget}: {len(specs)} runs")
+        return 0
+    out = args.out or str(Path("runs") / "studies" / f"{study.name}-{args.budget}")
+    extra = {k: v for k, v in dict(device=args.device, tensorboard=args.tensorboard or None,
+                                   num_workers=args.num_workers).items() if v is not None}
+    command = " ".join(shlex.quote(a) for a in ["resattn", "study", args.file, "--budget", args.budget,
+                                                 "--out", out] + (["--tensorboard"] if args.tensorboard else [])
+                       + (["--device", args.device] if args.device else []))
+    res = run_study(study, args.budget, out, command=command, progress=not args.no_progress,
+                    extra=extra)
+    print()
+    for i, r in enumerate(res["results"], 1):
+        print(f"hypothesis {i}: {r['verdict']}: {r['hypothesis']}")
+    print(f"wall time {res['wall_time_s']:.0f} s\n    report: {res['report']}")
+    return 4 if any(r["status"] == "failed" for r in res["rows"]) else 0
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    from .evidence import build_evidence
+    path = build_evidence(args.runs, args.out)
+    print(f"evidence page: {path}")
+    return 0
 
 
 def _convert_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -308,24 +347,43 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="train a grid of patterns and write a report (the main job)")
     c.add_argument("--config", default=None, help="YAML file with compare options (flags override)")
     c.add_argument("--full", action="store_true",
-                   help="whole training split and 15 epochs (default: a class-balanced 20k subset "
-                        "of Fashion-MNIST/CIFAR and 2 epochs, under 10 minutes on 2 cores)")
+                   help="whole splits and 15 epochs (default: class-balanced 8k train / 2k test "
+                        "subsets of Fashion-MNIST/CIFAR, 2 epochs, 3 seeds: under 10 minutes on 2 cores)")
     c.add_argument("--model", default=None, help="default cifar_resnet20")
     c.add_argument("--patterns", type=_csv(str), default=None,
                    help="comma list of none,branch,post,pre,dual,dual-gate (default all)")
     c.add_argument("--attn", type=_csv(str), default=None,
                    help="comma list of attention types (patterns 1-3; the residual path of dual)")
     c.add_argument("--skip-attn", default=None, help="attention on the skip of dual (default eca)")
-    c.add_argument("--seeds", type=_csv(int), default=None, help="comma list (default 0)")
+    c.add_argument("--seeds", type=_csv(int), default=None, help="comma list (default 0,1,2)")
     c.add_argument("--lr", type=_csv(float), default=None, help="comma list (default 0.1)")
     c.add_argument("--epochs", type=_positive_int, default=None,
                    help="default 2 (15 with --full)")
     c.add_argument("--batch-size", type=_positive_int, default=None, help="default 128")
     c.add_argument("--out", default=None, help="output folder (default runs/compare)")
+    c.add_argument("--baseline", default=None,
+                   help="variant the others are paired against (default none, else the first)")
     c.add_argument("--no-progress", action="store_true")
     _add_data_args(c)
     _add_training_args(c)
     c.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("study", help="run a pre-registered study file and write its report and verdict")
+    s.add_argument("file", help="study YAML (see studies/ and resattn.study)")
+    s.add_argument("--budget", choices=("smoke", "cpu", "full"), default="smoke",
+                   help="smoke: a test-sized run; cpu: 2 cores, < 30 min; full: a GPU (default smoke)")
+    s.add_argument("--out", default=None, help="output folder (default runs/studies/NAME-BUDGET)")
+    s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    s.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (image folders)")
+    s.add_argument("--tensorboard", action="store_true", help="TensorBoard scalars per run")
+    s.add_argument("--dry-run", action="store_true", help="validate and count the runs; train nothing")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_study)
+
+    e = sub.add_parser("evidence", help="build the evidence page from finished study folders")
+    e.add_argument("runs", nargs="+", help="study output folders (each with study.json)")
+    e.add_argument("--out", default="docs/evidence.md", help="the page (plots go to its folder/evidence/)")
+    e.set_defaults(func=cmd_evidence)
 
     v = sub.add_parser("convert", help="retrofit attention into a (pretrained) ResNet, checking parity")
     v.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME, or checkpoint path")

@@ -296,7 +296,7 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, progress: bool = Tr
                 log(f"    {result['status']}: best {result.get('best_acc', 0):.2f}%  final "
                     f"{result.get('final_acc', 0):.2f}%  {result.get('images_per_s', 0):.0f} img/s")
         rows.append({"run_id": spec.run_id, "variant": spec.variant, "attn": spec.attn,
-                     "seed": spec.seed, "lr": spec.lr, **spec.cell, **_flat_result(result or {}, spec),
+                     "seed": spec.seed, "lr": spec.lr, "cell": dict(spec.cell), **_flat_result(result or {}, spec),
                      **run_stability(read_metrics(run_dir))})
     return rows
 
@@ -304,9 +304,9 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, progress: bool = Tr
 def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     kw = spec.config.model_kwargs
     return {
-        "pattern": kw.get("pattern"), "skip_attn": kw.get("skip_attn") if "dual" in spec.variant else None,
-        "skip_modulation": ("gate" if spec.variant == "dual-gate" else
-                            "near_identity" if spec.variant == "dual" else None),
+        "pattern": kw.get("pattern"),
+        "skip_attn": kw.get("skip_attn", "eca") if kw.get("pattern") == "dual" else None,
+        "skip_modulation": kw.get("skip_modulation", "near_identity") if kw.get("pattern") == "dual" else None,
         "model": spec.config.model, "dataset": spec.config.dataset, "epochs": spec.config.epochs,
         "train_subset": spec.config.train_subset,
         "params": result.get("params"), "mflops": result.get("mflops"),

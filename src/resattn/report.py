@@ -28,7 +28,7 @@ import torch
 __all__ = ["write_report", "summarise", "format_table", "read_metrics", "write_csv", "accuracy_plot",
            "machine_lines", "group_label"]
 
-CSV_FIELDS = ["run_id", "variant", "pattern", "attn", "skip_attn", "skip_modulation", "seed", "lr",
+CSV_FIELDS = ["run_id", "variant", "cell", "pattern", "attn", "skip_attn", "skip_modulation", "seed", "lr",
               "model", "dataset", "epochs", "train_subset", "params", "mflops", "train_time_s",
               "images_per_s", "best_acc", "final_acc", "status", "diverged", "error",
               "loss_spikes", "max_grad_norm", "final_train_loss", "steps_to_mark", "min_skip_gain",
@@ -79,20 +79,20 @@ def summarise(rows: list[dict[str, Any]], *, baseline: str = "none", metric: str
     from .stats import paired_difference, summarise_values
 
     higher = HIGHER_IS_BETTER.get(metric, True)
+    counted = ("finished", "diverged") if metric in COUNTS_DIVERGED else ("finished",)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        cell = tuple((k, r.get(k)) for k in cell_keys)
-        groups.setdefault((cell, r["variant"], r["attn"]), []).append(r)
+        groups.setdefault((_cell_of(r, cell_keys), r["variant"], r["attn"]), []).append(r)
 
     def by_seed(rs):
-        return {r["seed"]: r.get(metric) for r in rs if r["status"] == "finished"}
+        return {r["seed"]: _value(r, metric) for r in rs if r["status"] in counted}
 
     base = {cell: rs for (cell, variant, _), rs in groups.items() if variant == baseline}
     out = []
     for (cell, variant, attn), rs in groups.items():
         done = [r for r in rs if r["status"] in ("finished", "diverged")]
         ok = [r for r in done if r["status"] == "finished"]
-        s = summarise_values([r.get(metric) for r in ok])
+        s = summarise_values([_value(r, metric) for r in rs if r["status"] in counted])
         paired = None
         if variant != baseline and cell in base:
             paired = paired_difference(by_seed(rs), by_seed(base[cell]), confidence=confidence,
@@ -114,7 +114,7 @@ def summarise(rows: list[dict[str, Any]], *, baseline: str = "none", metric: str
             "diff_std": paired.std_diff if paired else None,
             "ci_low": paired.ci_low if paired else None, "ci_high": paired.ci_high if paired else None,
             "confidence": confidence, "verdict": paired.verdict if paired else ("baseline" if variant == baseline else "-"),
-            "best_mean": best.mean, "values": {r["seed"]: r.get(metric) for r in ok},
+            "best_mean": best.mean, "values": by_seed(rs),
             "images_per_s": statistics.fmean([r["images_per_s"] for r in done if r.get("images_per_s")])
             if any(r.get("images_per_s") for r in done) else math.nan,
             **{k: _mean_of(done, k) for k in ("loss_spikes", "max_grad_norm", "final_train_loss",
@@ -123,6 +123,24 @@ def summarise(rows: list[dict[str, Any]], *, baseline: str = "none", metric: str
             "min_skip_gain_block": min(low)[1] if low else None,
         })
     return out
+
+
+#: Metrics whose value a diverged run has too (its accuracy is not averaged).
+COUNTS_DIVERGED = ("diverged", "loss_spikes", "max_grad_norm", "min_skip_gain", "final_gamma_s",
+                   "final_gamma_r", "steps_to_mark", "final_train_loss")
+
+
+def _value(r: dict[str, Any], metric: str) -> Optional[float]:
+    v = r.get(metric)
+    if isinstance(v, bool):
+        return float(v)
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _cell_of(r: dict[str, Any], cell_keys: tuple[str, ...]) -> tuple:
+    """A run's cell: its study factor levels (``r['cell']``), or its own fields (compare's lr)."""
+    cell = r.get("cell") or {}
+    return tuple((k, cell.get(k, r.get(k))) for k in cell_keys)
 
 
 def _mean_of(rs: list[dict[str, Any]], key: str) -> Optional[float]:
@@ -175,7 +193,7 @@ def _attach_groups(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
     index = {(tuple(s["cell"].items()), s["variant"], s["attn"]): s for s in summary}
     out = []
     for r in rows:
-        s = index.get((tuple((k, r.get(k)) for k in cell_keys), r["variant"], r["attn"] or "-"))
+        s = index.get((_cell_of(r, cell_keys), r["variant"], r["attn"] or "-"))
         g = {} if s is None else {"group_n": s["n"], "group_mean": s["mean"], "group_std": s["std"],
                                   "group_diff": s["diff"], "group_ci_low": s["ci_low"],
                                   "group_ci_high": s["ci_high"], "group_verdict": s["verdict"]}
@@ -264,19 +282,24 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         ax.set_xlabel(kind)
         ax.set_ylabel("training loss")
         ax.set_yscale("log")
-        ax.legend(fontsize=7, ncol=2)
-        ax.set_title("Training loss")
+        if len(rows) <= 16:
+            ax.legend(fontsize=7, ncol=2)
+        ax.set_title("Training loss" + (f" ({len(rows)} runs)" if len(rows) > 16 else ""))
         fig.tight_layout()
         paths["loss"] = out / "loss.png"
         fig.savefig(paths["loss"], dpi=120)
     plt.close(fig)
 
-    dual = [r for r in rows if str(r["variant"]).startswith("dual")]
+    dual = [r for r in rows if _is_dual(r)]
+    first_seed = min((r["seed"] for r in dual), default=0)
     gate_epochs = {r["run_id"]: [m for m in metrics[r["run_id"]] if m.get("type") == "epoch" and m.get("gates")]
                    for r in dual}
+    seed_of_all = {r["run_id"]: r["seed"] for r in dual}
     if any(gate_epochs.values()):
         fig, ax = plt.subplots(figsize=(7, 4))
         for run_id, eps in gate_epochs.items():
+            if seed_of_all[run_id] != first_seed:
+                continue
             for key, style in (("gamma/skip_attn", "-"), ("gamma/res_attn", "--")):
                 ys = [_block_mean(e["gates"], key) for e in eps]
                 if any(not math.isnan(y) for y in ys):
@@ -285,14 +308,15 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("mean effective γ over dual blocks")
-        ax.set_title("γ_s (solid) and γ_r (dashed) per epoch")
-        ax.legend(fontsize=7)
+        ax.set_title(f"γ_s (solid) and γ_r (dashed) per epoch (seed {first_seed})")
+        ax.legend(fontsize=6)
         fig.tight_layout()
         paths["gamma"] = out / "gamma.png"
         fig.savefig(paths["gamma"], dpi=120)
         plt.close(fig)
 
-        runs = [k for k, v in gate_epochs.items() if v]
+        seed_of = {r["run_id"]: r["seed"] for r in dual}
+        runs = [k for k, v in gate_epochs.items() if v and seed_of[k] == first_seed][:8]
         fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False,
                                  sharey=True)
         for ax, run_id in zip(axes[0], runs):
@@ -317,6 +341,10 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
     return paths
 
 
+def _is_dual(r: dict[str, Any]) -> bool:
+    return r.get("pattern") == "dual" or str(r["variant"]).startswith("dual")
+
+
 def _block_mean(gates: dict[str, dict[str, float]], key: str) -> float:
     vals = [v[key] for v in gates.values() if key in v]
     return statistics.fmean(vals) if vals else math.nan
@@ -326,7 +354,7 @@ def _stability(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     """Markdown lines on the dual runs: status, lowest skip gain and mean gammas at the end."""
     lines = []
     for r in rows:
-        if not str(r["variant"]).startswith("dual"):
+        if not _is_dual(r):
             continue
         eps = [m for m in read_metrics(out / "runs" / r["run_id"]) if m.get("type") == "epoch" and m.get("gates")]
         if not eps:
