@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/compare
 
-.PHONY: venv data demo test test-slow bench clean
+.PHONY: venv data demo test test-slow studies bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,22 @@ data:
 demo: venv data
 	$(VENV)/bin/resattn compare --out $(OUT)
 
-test: venv
+test: venv data
 	$(PY) -m pytest -q
 
 test-slow: venv data
 	$(PY) -m pytest -q -m slow
+
+# Every shipped study at one budget (cpu: about an hour on 2 cores; full: a GPU), then the page.
+# A failing run is recorded in its study's report and the next study goes on.
+BUDGET ?= cpu
+STUDY_OUT ?= runs/studies
+studies: venv data
+	@for f in $(sort $(wildcard studies/*.yaml)); do \
+	  $(VENV)/bin/resattn study $$f --budget $(BUDGET) --out $(STUDY_OUT)/$$(basename $$f .yaml)-$(BUDGET) --no-progress \
+	    || echo "study $$f ended with status $$?"; \
+	done
+	$(VENV)/bin/resattn evidence $(STUDY_OUT)/*-$(BUDGET) --out docs/evidence.md
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

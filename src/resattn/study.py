@@ -361,6 +361,8 @@ def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[st
     for i, r in enumerate(results):
         md += [f"### Hypothesis {i + 1}: **{r['verdict']}**", "", r["hypothesis"], "",
                "| cell | n pairs | Δ (better − worse) [CI] | cell outcome |", "|---|---|---|---|"]
+        if not r["cells"]:
+            md.append("| (no cell of this hypothesis at this budget) | 0 | - | inconclusive |")
         for c in r["cells"]:
             p = Paired(c["n"], c["diff"], c["std"], c["ci_low"], c["ci_high"], study.confidence, "")
             cell = ", ".join(f"{k}={v}" for k, v in c["cell"].items()) or "(all)"
