@@ -216,3 +216,13 @@ def test_smoke_study_end_to_end_and_the_evidence_page(tmp_path, capsys):
     assert "gamma-order" in text and h["verdict"] in text and doc["command"] in text
     assert (tmp_path / "docs" / "evidence" / "gamma-order-smoke-accuracy.png").stat().st_size > 5000
     assert main(["evidence", str(tmp_path / "nothing")]) == 2
+
+
+def test_tensorboard_missing_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    from resattn.train import TrainConfig
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(ValueError, match=r"tensorboard=True needs the 'tensorboard' package: pip install 'resattn\[tensorboard\]'"):
+        TrainConfig(tensorboard=True).validate()

@@ -119,6 +119,11 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name}={v!r} must be a finite number >= 0")
+        if self.tensorboard is True:
+            import importlib.util
+            if importlib.util.find_spec("tensorboard") is None:
+                raise ValueError("tensorboard=True needs the 'tensorboard' package: "
+                                 "pip install 'resattn[tensorboard]' (or pip install tensorboard)")
         if not (isinstance(self.label_noise, (int, float)) and 0.0 <= self.label_noise < 1.0):
             raise ValueError(f"label_noise={self.label_noise!r} must be a fraction in [0, 1)")
         if not 0.0 <= self.label_smoothing < 1.0:
