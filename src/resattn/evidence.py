@@ -38,12 +38,16 @@ def _section(doc: dict[str, Any], folder: Path, plot_dir: Path, page_dir: Path) 
         for c in h["cells"] or [{"cell": {}, "n": 0, "diff": None, "outcome": "no pairs"}]:
             cell = ", ".join(f"{k}={v}" for k, v in c["cell"].items()) or "(all)"
             md.append(f"| {h['hypothesis']} | {cell} | {c['n']} | {_ci(c)} | {c['outcome']} |")
-    md += ["", "| hypothesis | group | n | mean ± std | diverged |", "|---|---|---|---|---|"]
-    for i, h in enumerate(doc["hypotheses"], 1):
+    md += ["", "| metric | group | n | mean ± std | diverged |", "|---|---|---|---|---|"]
+    shown = set()
+    for h in doc["hypotheses"]:
+        if h["metric"] in shown:  # the same metric gives the same per-group values
+            continue
+        shown.add(h["metric"])
         for row in h["table"]:
             spread = (f"{row['mean']:.2f} ± {row['std']:.2f}" if row.get("std") is not None
                       else f"{_fmt(row.get('mean'), '.2f')} (n={row['n']})")
-            md.append(f"| {i} ({h['metric']}) | {row['group']} | {row['n']} | {spread} | {row['diverged']} |")
+            md.append(f"| {h['metric']} | {row['group']} | {row['n']} | {spread} | {row['diverged']} |")
     md.append("")
     for key in ("accuracy", *[k for k in doc.get("plots", {}) if k.startswith("hypothesis")]):
         name = doc.get("plots", {}).get(key)
@@ -83,7 +87,7 @@ def build_evidence(folders: Sequence[str | Path], out: str | Path = "docs/eviden
     for _, d in docs:
         for h in d["hypotheses"]:
             md.append(f"| {d['name']} | {d['budget']} | {h['hypothesis']} | **{h['verdict']}** | "
-                      f"{d['machine'].split(',')[0]} | {d['wall_time_s']:.0f} s |")
+                      f"{d['machine'].split(', ', 1)[-1]} | {d['wall_time_s']:.0f} s |")
     md.append("")
     for folder, d in docs:
         md += _section(d, folder, plot_dir, out.parent)
