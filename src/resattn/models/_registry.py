@@ -6,6 +6,8 @@ from typing import Any, Callable, Optional
 
 import torch.nn as nn
 
+from ._pretrained import load_pretrained
+
 __all__ = ["register_model", "create_model", "list_models", "is_model"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -51,6 +53,5 @@ def create_model(name: str, pretrained: bool | str = False, **kwargs: Any) -> nn
         raise ValueError(f"model name={name!r} is not registered; allowed: {', '.join(list_models())}")
     model = _MODELS[name](**kwargs)
     if pretrained:
-        from ..weights import load_pretrained  # only needed when weights are asked for
         load_pretrained(model, name if pretrained is True else pretrained)
     return model
