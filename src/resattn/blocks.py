@@ -279,7 +279,7 @@ class ResidualBlock(nn.Module):
         self._build_residual(in_planes, planes, stride, norm, act_layer, groups, base_width)
         self.downsample = make_shortcut(in_planes, out_planes, stride, shortcut, norm)
         self.relu = _act(act_layer)
-        self.drop_path: nn.Module = nn.Identity()  # stochastic depth on the residual term (set by ResNet)
+        self.drop_path = nn.Identity()  # stochastic depth on the residual term (set by ResNet)
         self.set_attention(config, attention_paths(config, in_planes, out_planes))
 
     @classmethod

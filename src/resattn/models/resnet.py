@@ -220,7 +220,7 @@ class ResNet(nn.Module):
             self._init_backbone(zero_init_residual)
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
-        self.pretrained_cfg: Dict[str, Any] = {}  # replaced by timm's build_model_with_cfg
+        self.pretrained_cfg = {}  # replaced by timm's build_model_with_cfg
         self.default_cfg = self.pretrained_cfg
 
     # ---------------------------------------------------------------------------- init
