@@ -65,7 +65,7 @@ class ExportReport:
         lines.append(f"parity of {runtime} against PyTorch eager (eval mode):")
         for i, p in enumerate(self.parity):
             tag = "export size" if i == 0 else "other size"
-            lines.append(f"  input {str(tuple(p['shape'])):<18} [{tag}]  max |diff| "
+            lines.append(f"  input {str(tuple(p['shape'])):<18} {'[' + tag + ']':<13}  max |diff| "
                          f"{p['max_abs_diff']:.3g} (tol {p['tol']:.1g})  "
                          f"{'PASS' if p['passed'] else 'FAIL'}")
         return "\n".join(lines)

@@ -43,8 +43,12 @@ def create_model(name: str, pretrained: bool | str = False, **kwargs: Any) -> nn
             ``pattern``, ``attn``, ``modulation``, ``gamma_init``, ``gamma_max``, ``skip_attn``,
             ``res_attn``, ``skip_modulation``, ``res_modulation``, ``skip_gamma_init``,
             ``res_gamma_init``, ``skip_gamma_max``, ``res_gamma_max``, ``gamma_shape``, ``stages``,
-            ``norm_layer``, ``act_layer``, ``shortcut``, ``zero_init_residual``, ``drop_rate``
-            (see :class:`resattn.models.ResNet`).
+            ``norm_layer``, ``act_layer``, ``shortcut``, ``zero_init_residual``, ``drop_rate``,
+            ``drop_path_rate``, ``global_pool``, ``device``, ``dtype`` (see
+            :class:`resattn.models.ResNet`), and timm's builder keywords (``features_only``,
+            ``out_indices``, ``feature_cls``, ``pretrained_cfg_overlay``): the builders go through
+            ``timm.models.build_model_with_cfg`` as the ``resattn_<name>`` models of timm's
+            registry.
 
     Raises:
         ValueError: unknown ``name`` (the message lists the registered names) or a bad option.
