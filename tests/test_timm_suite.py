@@ -58,7 +58,7 @@ def test_timm_suite_on_one_small_name():
 
 @pytest.mark.slow
 def test_timm_suite_and_interface_tests_on_every_name():
-    """Heavy: builds ResNet-152 sized models; about 30 min on 2 shared cores."""
+    """Heavy: builds ResNet-152 sized models; 437 tests in 12 min 49 s on 2 shared cores."""
     run = _pytest("test_models.py", "test_resattn_interface.py", "-k", "resattn", timeout=7200)
     counts = _counts(run.stdout)
     assert run.returncode == 0, run.stdout[-6000:]
