@@ -9,7 +9,6 @@ import torch
 from timm.models._features import FeatureGetterNet
 from timm.models._manipulate import group_parameters
 
-import resattn
 from resattn import convert, create_model
 from resattn.models._timm import VARIANTS
 from resattn.weights import save_checkpoint

@@ -31,6 +31,7 @@ import torch.nn as nn
 # Layering (no import cycle): modulation <- models (builders, _pretrained) <- convert <- weights.
 from .convert import FunctionChangeWarning, convert
 from .models import create_model, is_model, list_models
+# Re-exported for the callers of resattn.weights (train uses _resolve_source).
 from .models._pretrained import (TORCHVISION_WEIGHTS, LoadReport, Source, _preview,
                                  _resolve_source, _torchvision_state_dict, clean_state_dict,
                                  load_pretrained, read_checkpoint)
