@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+# timm's own test suite (vendored, unmodified) runs in its own pytest process with its own rootdir
+# and conftest: see tests/test_timm_suite.py.
+collect_ignore = ["timm_suite"]
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -215,7 +215,8 @@ def test_converted_blocks_types_and_placement_default():
 @pytest.mark.parametrize("block,converted", [(timm.models.resnet.BasicBlock, TimmBasicBlock),
                                              (timm.models.resnet.Bottleneck, TimmBottleneck)])
 def test_timm_extras_are_kept_working(block, converted):
-    """timm's own SE (as seresnet), anti-aliasing (BlurPool), DropBlock and DropPath stay in F."""
+    """timm's own SE (as seresnet), anti-aliasing (BlurPool) and DropBlock stay in F; its DropPath
+    becomes the block's drop_path (on the residual term, as in timm and resattn's own blocks)."""
     torch.manual_seed(0)
     ref = pretend_trained(timm.models.resnet.ResNet(
         block, [1, 1, 1, 1], num_classes=10, block_args={"attn_layer": "se"},
@@ -227,7 +228,8 @@ def test_timm_extras_are_kept_working(block, converted):
     blk = model.layer4[0]
     assert type(blk) is converted and blk.se is not None and blk.drop_path is not None
     assert type(blk.aa).__name__ == "BlurPool2d" and type(blk.drop_block).__name__ == "DropBlock2d"
-    assert blk.branch_output() is blk.drop_path
+    assert blk.branch_output() is blk.se and type(blk.drop_path).__name__ == "DropPath"
+    assert blk.drop_path.drop_prob == pytest.approx(ref.layer4[0].drop_path.drop_prob)
     assert se_keys and all(k in model.state_dict() for k in se_keys)
     assert report.tensors_kept == len(list(ref.parameters())) + len(list(ref.buffers()))
     x = torch.randn(2, 3, 64, 64)

@@ -279,6 +279,7 @@ class ResidualBlock(nn.Module):
         self._build_residual(in_planes, planes, stride, norm, act_layer, groups, base_width)
         self.downsample = make_shortcut(in_planes, out_planes, stride, shortcut, norm)
         self.relu = _act(act_layer)
+        self.drop_path = nn.Identity()  # stochastic depth on the residual term (set by ResNet)
         self.set_attention(config, attention_paths(config, in_planes, out_planes))
 
     @classmethod
@@ -299,6 +300,8 @@ class ResidualBlock(nn.Module):
         block.stride = stride
         for name, module in modules.items():
             setattr(block, name, module)
+        if getattr(block, "drop_path", None) is None:
+            block.drop_path = nn.Identity()
         block.set_attention(config, paths)
         return block
 
@@ -324,16 +327,17 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.pattern
+        # self.drop_path (stochastic depth, identity by default) acts on the residual term
         if p == "none":
-            out = self.skip(x) + self.residual(x)
+            out = self.skip(x) + self.drop_path(self.residual(x))
         elif p == "branch":
-            out = self.skip(x) + self.attn(self.residual(x))
+            out = self.skip(x) + self.drop_path(self.attn(self.residual(x)))
         elif p == "post":
-            out = self.attn(self.skip(x) + self.residual(x))
+            out = self.attn(self.skip(x) + self.drop_path(self.residual(x)))
         elif p == "pre":
-            out = self.skip(x) + self.residual(self.attn(x))
+            out = self.skip(x) + self.drop_path(self.residual(self.attn(x)))
         else:  # dual
-            out = self.skip_attn(self.skip(x)) + self.res_attn(self.residual(x))
+            out = self.skip_attn(self.skip(x)) + self.drop_path(self.res_attn(self.residual(x)))
         return self.relu(out)
 
     def gated_paths(self) -> dict[str, Modulation]:

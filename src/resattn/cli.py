@@ -1,4 +1,4 @@
-"""Command line: ``resattn train | compare | study | evidence | convert | inspect | bench``
+"""Command line: ``resattn train | compare | study | evidence | convert | inspect | export | bench``
 (also ``python -m resattn``)."""
 from __future__ import annotations
 
@@ -314,6 +314,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+    report = export(args.checkpoint, args.out, args.format, batch=args.batch,
+                    image_size=args.size, onnx_exporter=args.onnx_exporter, opset=args.opset)
+    print(report)
+    return 0 if report.passed else 6
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
     print(run_bench(args.model, args.patterns or ["none", "branch", "post", "pre", "dual", "dual-gate"],
@@ -399,6 +407,20 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="per-block table: pattern, attention, gamma, parameters")
     i.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME, or checkpoint path")
     i.set_defaults(func=cmd_inspect)
+
+    e = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram (dynamic batch, "
+                                      "height, width) and check it against PyTorch at three sizes")
+    e.add_argument("checkpoint", help="resattn checkpoint path (or an architecture spec)")
+    e.add_argument("--format", choices=["onnx", "torchscript", "exported-program"], default="onnx")
+    e.add_argument("--out", default=None,
+                   help="output file (default: the checkpoint's path with .onnx/.pt/.pt2)")
+    e.add_argument("--size", type=_csv(int), default=None,
+                   help="H or H,W of the example input (default: the model's pretrained_cfg)")
+    e.add_argument("--batch", type=int, default=2, help="example batch size (>= 2)")
+    e.add_argument("--onnx-exporter", choices=["auto", "dynamo", "legacy"], default="auto",
+                   help="auto: torch's dynamo exporter, the legacy one if it fails")
+    e.add_argument("--opset", type=int, default=None, help="ONNX opset (exporter's default)")
+    e.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="parameters, MFLOPs and training images/s per pattern, side by side")
     b.add_argument("--model", default="cifar_resnet20")

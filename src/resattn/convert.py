@@ -18,8 +18,11 @@ modulation on a used path, a non-zero gamma init) are allowed but emit a
 
 Supported blocks: ``torchvision.models.resnet.BasicBlock``/``Bottleneck`` (ResNet, ResNeXt,
 Wide ResNet), ``timm.models.resnet.BasicBlock``/``Bottleneck`` (timm's ResNet family, including
-``drop_block``, ``aa`` anti-aliasing, its own ``se`` attention and ``drop_path``, kept inside F in
-timm's order), and resattn's own blocks with pattern ``none``.
+``drop_block``, ``aa`` anti-aliasing and its own ``se`` attention, kept inside F in timm's order,
+and its ``drop_path`` on the residual term), and resattn's own blocks with pattern ``none``.
+A converted timm model stays a timm model: its own ``forward_features``, ``forward_intermediates``,
+``features_only`` wrappers, ``set_grad_checkpointing`` and classifier methods keep working, since
+only the blocks inside its stages are replaced.
 """
 from __future__ import annotations
 
@@ -59,34 +62,35 @@ class FunctionChangeWarning(UserWarning):
 # --------------------------------------------------------------------------------------------
 
 class _TimmExtras:
-    """timm's optional tail of F: its own ``se``, then ``drop_path`` (either may be None)."""
+    """timm's own ``se`` at the end of F (may be None). timm's ``drop_path`` (DropPath, or None
+    for the identity) becomes the block's ``drop_path``, which
+    :meth:`~resattn.blocks.ResidualBlock.forward` applies to the residual term, as timm does."""
 
     se: Optional[nn.Module]
-    drop_path: Optional[nn.Module]
 
     def _tail(self, x: torch.Tensor) -> torch.Tensor:
         if self.se is not None:
             x = self.se(x)
-        if self.drop_path is not None:
-            x = self.drop_path(x)
         return x
 
 
 class TimmBasicBlock(_TimmExtras, BasicBlock):
     """A converted ``timm.models.resnet.BasicBlock``: F keeps timm's order,
-    conv1-bn1-drop_block-act1-aa-conv2-bn2-se-drop_path (``se``/``drop_path`` may be None)."""
+    conv1-bn1-drop_block-act1-aa-conv2-bn2-se (``se`` may be None); ``drop_path`` on the sum's
+    residual term."""
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         x = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
         return self._tail(self.bn2(self.conv2(x)))
 
     def branch_output(self) -> nn.Module:
-        return _last_of(self.drop_path, self.se, self.bn2)
+        return _last_of(self.se, self.bn2)
 
 
 class TimmBottleneck(_TimmExtras, Bottleneck):
     """A converted ``timm.models.resnet.Bottleneck``: F keeps timm's order, conv1-bn1-act1-
-    conv2-bn2-drop_block-act2-aa-conv3-bn3-se-drop_path (``se``/``drop_path`` may be None)."""
+    conv2-bn2-drop_block-act2-aa-conv3-bn3-se (``se`` may be None); ``drop_path`` on the sum's
+    residual term."""
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))
@@ -94,7 +98,7 @@ class TimmBottleneck(_TimmExtras, Bottleneck):
         return self._tail(self.bn3(self.conv3(x)))
 
     def branch_output(self) -> nn.Module:
-        return _last_of(self.drop_path, self.se, self.bn3)
+        return _last_of(self.se, self.bn3)
 
 
 def _last_of(*modules: Optional[nn.Module]) -> nn.Module:

@@ -6,6 +6,8 @@ from typing import Any, Callable, Optional
 
 import torch.nn as nn
 
+from ._pretrained import load_pretrained
+
 __all__ = ["register_model", "create_model", "list_models", "is_model"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -41,8 +43,12 @@ def create_model(name: str, pretrained: bool | str = False, **kwargs: Any) -> nn
             ``pattern``, ``attn``, ``modulation``, ``gamma_init``, ``gamma_max``, ``skip_attn``,
             ``res_attn``, ``skip_modulation``, ``res_modulation``, ``skip_gamma_init``,
             ``res_gamma_init``, ``skip_gamma_max``, ``res_gamma_max``, ``gamma_shape``, ``stages``,
-            ``norm_layer``, ``act_layer``, ``shortcut``, ``zero_init_residual``, ``drop_rate``
-            (see :class:`resattn.models.ResNet`).
+            ``norm_layer``, ``act_layer``, ``shortcut``, ``zero_init_residual``, ``drop_rate``,
+            ``drop_path_rate``, ``global_pool``, ``device``, ``dtype`` (see
+            :class:`resattn.models.ResNet`), and timm's builder keywords (``features_only``,
+            ``out_indices``, ``feature_cls``, ``pretrained_cfg_overlay``): the builders go through
+            ``timm.models.build_model_with_cfg`` as the ``resattn_<name>`` models of timm's
+            registry.
 
     Raises:
         ValueError: unknown ``name`` (the message lists the registered names) or a bad option.
@@ -51,6 +57,5 @@ def create_model(name: str, pretrained: bool | str = False, **kwargs: Any) -> nn
         raise ValueError(f"model name={name!r} is not registered; allowed: {', '.join(list_models())}")
     model = _MODELS[name](**kwargs)
     if pretrained:
-        from ..weights import load_pretrained  # only needed when weights are asked for
         load_pretrained(model, name if pretrained is True else pretrained)
     return model
