@@ -17,16 +17,17 @@ is recorded as ``failed`` and the grid goes on. See :mod:`resattn.report` for wh
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import time
-import traceback
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
 from .attention import ATTN_NAMES
-from .data import DATASETS, load_dataset
+from .data import DATASETS
+from .executors import DataSpec, Executor, Job, SequentialExecutor
 from .train import TrainConfig, config_changes, train
 
 __all__ = ["VARIANTS", "CompareConfig", "RunSpec", "expand_grid", "run_compare"]
@@ -184,14 +185,12 @@ def _mismatch(run_dir: Path, config: TrainConfig) -> Optional[str]:
     return f"{run_dir.name} ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in sorted(changes.items()))})"
 
 
-def _read_result(run_dir: Path) -> Optional[dict[str, Any]]:
-    path = run_dir / "result.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: bool = True,
-                log=print) -> dict[str, Any]:
+                log=print, executor: Optional[Executor] = None) -> dict[str, Any]:
     """Run (or continue) the grid and write the report.
+
+    ``executor``: where the runs execute (:mod:`resattn.executors`); default one after another
+    in this process. The report is the same for every executor.
 
     Returns:
         ``{"rows": [...], "paths": {...}, "table": str, "wall_time_s": float}``.
@@ -211,33 +210,19 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
         raise ValueError(f"{out} holds runs made with other options, which this grid would "
                          f"reuse: {'; '.join(stale)}. Use another --out, or delete those runs")
     t0 = time.perf_counter()
-    bundle = None
-    rows = []
-    for i, spec in enumerate(specs, 1):
-        run_dir = out / "runs" / spec.run_id
-        result = _read_result(run_dir)
-        if result is not None:
-            log(f"[{i}/{len(specs)}] {spec.run_id}: {result['status']} earlier, skipped")
-        else:
-            if bundle is None:
-                bundle = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download,
-                                      train_subset=cfg.effective_train_subset(),
-                                      test_subset=cfg.test_subset)
-            resuming = (run_dir / "checkpoint.pt").exists()
-            log(f"[{i}/{len(specs)}] {spec.run_id}: {'resuming' if resuming else 'training'}")
-            try:
-                train(spec.config, run_dir, bundle=bundle, resume=True, progress=progress)
-                result = _read_result(run_dir)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as e:  # keep going; finished runs and checkpoints stay on disk
-                traceback.print_exc()
-                result = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-            if result is not None:
-                log(f"    {result['status']}: best {result.get('best_acc', 0):.2f}%  final "
-                    f"{result.get('final_acc', 0):.2f}%  {result.get('images_per_s', 0):.0f} img/s")
-        rows.append({"run_id": spec.run_id, "variant": spec.variant, "attn": spec.attn,
-                     "seed": spec.seed, "lr": spec.lr, **_flat_result(result or {}, spec)})
+    # --- executor hook (issue 9): the grid's runs go to the executor, results come back as
+    # they end; runs finished earlier are skipped there, so a re-run finishes what is missing.
+    executor = executor or SequentialExecutor(train_fn=train)
+    data = DataSpec(cfg.dataset, cfg.data_dir, download=cfg.download,
+                    train_subset=cfg.effective_train_subset(), test_subset=cfg.test_subset)
+    jobs = [Job(spec.run_id, spec.config, out / "runs" / spec.run_id, data) for spec in specs]
+    results: dict[str, dict[str, Any]] = {}
+    with contextlib.closing(executor.run(jobs, progress=progress, log=log)) as ended:
+        for job, result in ended:
+            results[job.run_id] = result
+    rows = [{"run_id": spec.run_id, "variant": spec.variant, "attn": spec.attn, "seed": spec.seed,
+             "lr": spec.lr, **_flat_result(results.get(spec.run_id) or {}, spec)} for spec in specs]
+    # --- end of the executor hook
     wall = time.perf_counter() - t0
     from .report import write_report  # matplotlib is imported only when a report is written
     paths, table = write_report(out, rows, command=command, config=cfg, wall_time_s=wall)
