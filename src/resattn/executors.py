@@ -26,12 +26,11 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from .data import DataBundle, load_dataset
 from .train import TrainConfig, train
@@ -163,6 +162,18 @@ def _count_lines(path: Path) -> int:
         return 0
 
 
+def _checkpoint_epoch(path: Path) -> Optional[int]:
+    """Epochs done in the checkpoint at ``path`` (None when there is none or it is unreadable;
+    ``train`` then says why)."""
+    if not path.is_file():
+        return None
+    try:
+        from .weights import read_checkpoint
+        return int(read_checkpoint(path)["epoch"])
+    except Exception:
+        return None
+
+
 def _run_job(job: Job, bundle: Optional[DataBundle], train_fn: TrainFn, threads: int
              ) -> dict[str, Any]:
     """The body of one Ray task: train ``job`` in ``job.run_dir`` (resuming from its checkpoint
@@ -170,10 +181,10 @@ def _run_job(job: Job, bundle: Optional[DataBundle], train_fn: TrainFn, threads:
     run_dir = Path(job.run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        resuming = (run_dir / "checkpoint.pt").exists()
+        resume_epoch = _checkpoint_epoch(run_dir / "checkpoint.pt")
         attempt = {"attempt": _count_lines(run_dir / "attempts.jsonl") + 1,
                    "host": socket.gethostname(), "pid": os.getpid(),
-                   "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resuming": resuming}
+                   "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume_epoch": resume_epoch}
         with (run_dir / "attempts.jsonl").open("a") as f:
             f.write(json.dumps(attempt) + "\n")
         import torch
@@ -182,7 +193,8 @@ def _run_job(job: Job, bundle: Optional[DataBundle], train_fn: TrainFn, threads:
                 contextlib.redirect_stdout(logf), contextlib.redirect_stderr(logf):
             print(f"--- {job.run_id}: attempt {attempt['attempt']} on {attempt['host']} pid "
                   f"{attempt['pid']} at {attempt['time']}, {threads} thread(s): "
-                  f"{'resuming from checkpoint.pt' if resuming else 'training'}")
+                  + (f"resuming after epoch {resume_epoch} (checkpoint.pt)" if resume_epoch
+                     else "training"))
             try:
                 train_fn(job.config, run_dir, bundle=bundle, resume=True, progress=False)
             except Exception as e:
