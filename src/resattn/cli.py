@@ -137,8 +137,9 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
                    help="sequential: one run after another here (default); ray: every run a Ray "
                         "task (pip install 'resattn[ray]')")
     g.add_argument("--address", default=None,
-                   help="ray: the cluster: auto (the one running here) or ray://HOST:PORT "
-                        "(default: start a local Ray)")
+                   help="ray: the cluster: auto (the one running here), HOST:PORT (its head) "
+                        "or ray://HOST:PORT (Ray Client); default: RAY_ADDRESS, else start a "
+                        "local Ray")
     g.add_argument("--cpus-per-run", type=float, default=None, help="ray: CPUs per run (default 1)")
     g.add_argument("--gpus-per-run", type=float, default=None,
                    help="ray: GPUs per run, 0..1 (0.5: two runs share a GPU; default 1 when the "

@@ -14,6 +14,7 @@ A grid is variants x attention types x learning rates x seeds. Variants are the 
 Every run has its own folder under ``out/runs/``; a run with a ``result.json`` is finished and
 skipped when the same command runs again, a run with only a checkpoint resumes. A run that raises
 is recorded as ``failed`` and the grid goes on. See :mod:`resattn.report` for what is written.
+Where the runs execute (here, one after another, or as Ray tasks) is :mod:`resattn.executors`.
 """
 from __future__ import annotations
 

@@ -223,7 +223,8 @@ class RayExecutor(Executor):
     Args:
         address: the Ray cluster: None starts a local Ray on this machine (or joins the one in
             ``RAY_ADDRESS``), ``"auto"`` joins the cluster running here (``ray start``),
-            ``"ray://HOST:PORT"`` connects through Ray Client. When Ray is already initialised
+            ``"HOST:PORT"`` the cluster with that head, ``"ray://HOST:PORT"`` connects through
+            Ray Client. When Ray is already initialised
             in this process, that session is used and left running.
         cpus_per_run: CPUs each run reserves (> 0; torch uses ``max(1, int(cpus_per_run))``
             threads).
