@@ -214,9 +214,8 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
     # --- executor hook (issue 9): the grid's runs go to the executor, results come back as
     # they end; runs finished earlier are skipped there, so a re-run finishes what is missing.
     executor = executor or SequentialExecutor(train_fn=train)
-    data = DataSpec(cfg.dataset, cfg.data_dir, download=cfg.download,
-                    train_subset=cfg.effective_train_subset(), test_subset=cfg.test_subset)
-    jobs = [Job(spec.run_id, spec.config, out / "runs" / spec.run_id, data) for spec in specs]
+    jobs = [Job(spec.run_id, spec.config, out / "runs" / spec.run_id, DataSpec.from_config(spec.config))
+            for spec in specs]
     results: dict[str, dict[str, Any]] = {}
     with contextlib.closing(executor.run(jobs, progress=progress, log=log)) as ended:
         for job, result in ended:

@@ -6,8 +6,8 @@ from an earlier call first (logged as skipped), so running the same list again f
 missing. ``result`` is the run's ``result.json`` as a dict, ``{"status": "failed", "error": ...}``
 for a run that raised (the grid goes on), or ``{}`` when a run ended without a result.
 
-* :class:`SequentialExecutor` (the default, no extra packages): the old loop. The data set is
-  loaded once and shared; each run shows its epoch progress bars on the console.
+* :class:`SequentialExecutor` (the default, no extra packages): one run after another in this
+  process. Each data set is loaded once and shared; each run shows its epoch progress bars.
 * :class:`RayExecutor` (``pip install 'resattn[ray]'``): every run is a Ray task
   (https://docs.ray.io/en/latest/ray-core/tasks.html) with ``cpus_per_run`` CPUs and
   ``gpus_per_run`` GPUs. The driver loads the data set once and puts it in Ray's object store.
@@ -54,6 +54,12 @@ class DataSpec:
     download: bool = False
     train_subset: Optional[int] = None
     test_subset: Optional[int] = None
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> "DataSpec":
+        """The data a run's config names (what ``train`` loads when given no bundle)."""
+        return cls(config.dataset, config.data_dir, config.download, config.train_subset,
+                   config.test_subset)
 
     def load(self) -> DataBundle:
         """Raises: :class:`resattn.data.DataNotFoundError` when the files are missing."""
@@ -134,14 +140,14 @@ class SequentialExecutor(Executor):
         self.train_fn = train_fn or train
 
     def _run(self, todo, total, progress, log):
-        loaded: tuple[Optional[DataSpec], Optional[DataBundle]] = (None, None)
+        bundles: dict[DataSpec, DataBundle] = {}  # each data set loaded once, shared by its runs
         for i, job in todo:
-            if loaded[0] != job.data:  # outside the try: missing data stops the grid
-                loaded = (job.data, job.data.load())
+            if job.data not in bundles:  # outside the try: missing data stops the grid
+                bundles[job.data] = job.data.load()
             resuming = (Path(job.run_dir) / "checkpoint.pt").exists()
             log(f"[{i}/{total}] {job.run_id}: {'resuming' if resuming else 'training'}")
             try:
-                self.train_fn(job.config, job.run_dir, bundle=loaded[1], resume=True,
+                self.train_fn(job.config, job.run_dir, bundle=bundles[job.data], resume=True,
                               progress=progress)
                 result = read_result(job.run_dir)
             except Exception as e:  # keep going; finished runs and checkpoints stay on disk
