@@ -136,12 +136,13 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--executor", choices=EXECUTORS, default="sequential",
                    help="sequential: one run after another here (default); ray: every run a Ray "
                         "task (pip install 'resattn[ray]')")
-    g.add_argument("--address", default=None,
+    g.add_argument("--address", default=None, metavar="ADDR",
                    help="ray: the cluster: auto (the one running here), HOST:PORT (its head) "
                         "or ray://HOST:PORT (Ray Client); default: RAY_ADDRESS, else start a "
                         "local Ray")
-    g.add_argument("--cpus-per-run", type=float, default=None, help="ray: CPUs per run (default 1)")
-    g.add_argument("--gpus-per-run", type=float, default=None,
+    g.add_argument("--cpus-per-run", type=float, default=None, metavar="N",
+                   help="ray: CPUs per run (default 1)")
+    g.add_argument("--gpus-per-run", type=float, default=None, metavar="G",
                    help="ray: GPUs per run, 0..1 (0.5: two runs share a GPU; default 1 when the "
                         "cluster has GPUs, else 0)")
 

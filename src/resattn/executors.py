@@ -230,8 +230,8 @@ class RayExecutor(Executor):
         address: the Ray cluster: None starts a local Ray on this machine (or joins the one in
             ``RAY_ADDRESS``), ``"auto"`` joins the cluster running here (``ray start``),
             ``"HOST:PORT"`` the cluster with that head, ``"ray://HOST:PORT"`` connects through
-            Ray Client. When Ray is already initialised
-            in this process, that session is used and left running.
+            Ray Client. When Ray is already initialised in this process, that session is used
+            and left running; a session this executor started is shut down at the end.
         cpus_per_run: CPUs each run reserves (> 0; torch uses ``max(1, int(cpus_per_run))``
             threads).
         gpus_per_run: GPUs each run reserves, in [0, 1] (0.5: two runs share a GPU). None: 1
@@ -291,8 +291,9 @@ class RayExecutor(Executor):
                 f"{resources.get('GPU', 0):g} GPUs ({self.cpus_per_run:g} CPU, {gpus:g} GPU per "
                 f"run); logs in each run's train.log")
             if resources.get("CPU", 0) < self.cpus_per_run or resources.get("GPU", 0) < gpus:
-                log(f"ray: warning: no node has room for one run ({self.cpus_per_run:g} CPU, "
-                    f"{gpus:g} GPU); the runs wait until the cluster grows")
+                log(f"ray: warning: the cluster has less than one run asks for ({self.cpus_per_run:g} "
+                    f"CPU, {gpus:g} GPU); the runs wait until it grows (see --cpus-per-run, "
+                    "--gpus-per-run)")
             bundles: dict[DataSpec, Any] = {}
             for _, job in todo:  # on the driver, as in a sequential run: missing data stops here
                 if job.data not in bundles:
