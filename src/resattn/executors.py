@@ -17,8 +17,9 @@ for a run that raised (the grid goes on), or ``{}`` when a run ended without a r
   is retried by Ray (``max_retries``) and its retry must find the last checkpoint, wherever it is
   scheduled; a folder on the shared file system is the one place that survives the node. Each run
   also gets ``train.log`` (its console output, tracebacks, one header line per attempt) and
-  ``attempts.jsonl`` (host, pid and time of each attempt). One grid-level tqdm bar counts runs
-  done / running / failed. Ctrl-C cancels the tasks (finished runs and every checkpoint stay).
+  ``attempts.jsonl`` (host, pid, time and resumed epoch of each attempt). One grid-level tqdm
+  bar counts runs done / running / failed. Ctrl-C cancels the tasks (finished runs and every
+  checkpoint stay).
 """
 from __future__ import annotations
 
