@@ -138,6 +138,39 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-subset", type=int, default=None, help="class-balanced training subset")
 
 
+def _add_executor_args(p: argparse.ArgumentParser) -> None:
+    """Where a grid's runs execute (``compare``; any command that runs a grid)."""
+    from .executors import EXECUTORS
+    g = p.add_argument_group("executor (where the runs execute; see resattn.executors)")
+    g.add_argument("--executor", choices=EXECUTORS, default="sequential",
+                   help="sequential: one run after another here (default); ray: every run a Ray "
+                        "task (pip install 'resattn[ray]')")
+    g.add_argument("--address", default=None, metavar="ADDR",
+                   help="ray: the cluster: auto (the one running here), HOST:PORT (its head) "
+                        "or ray://HOST:PORT (Ray Client); default: RAY_ADDRESS, else start a "
+                        "local Ray")
+    g.add_argument("--cpus-per-run", type=float, default=None, metavar="N",
+                   help="ray: CPUs per run (default 1)")
+    g.add_argument("--gpus-per-run", type=float, default=None, metavar="G",
+                   help="ray: GPUs per run, 0..1 (0.5: two runs share a GPU; default 1 when the "
+                        "cluster has GPUs, else 0)")
+
+
+def _executor_from_args(args: argparse.Namespace):
+    """The executor the flags of :func:`_add_executor_args` ask for.
+
+    Raises:
+        ValueError: Ray options without ``--executor ray``, bad numbers, or Ray not installed
+            (the message names the extra ``resattn[ray]``).
+    """
+    from .executors import make_executor
+    try:
+        return make_executor(args.executor, address=args.address, cpus_per_run=args.cpus_per_run,
+                             gpus_per_run=args.gpus_per_run)
+    except ImportError as e:
+        raise ValueError(f"--executor {args.executor}: {e}") from e
+
+
 # ----------------------------------------------------------------------------- commands
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -226,8 +259,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if "test_subset" in train_opts:
         opts["test_subset"] = train_opts.pop("test_subset")
     cfg = CompareConfig(**opts, train_options=train_opts)
+    executor = _executor_from_args(args)
     command = " ".join(shlex.quote(a) for a in ["resattn", *sys.argv[1:]]) if sys.argv[1:] else None
-    res = run_compare(cfg, command=command, progress=not args.no_progress)
+    res = run_compare(cfg, command=command, progress=not args.no_progress, executor=executor)
     print()
     print(res["table"])
     print()
@@ -253,7 +287,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                                                  "--out", out] + (["--tensorboard"] if args.tensorboard else [])
                        + (["--device", args.device] if args.device else []))
     res = run_study(study, args.budget, out, command=command, progress=not args.no_progress,
-                    extra=extra)
+                    extra=extra, executor=_executor_from_args(args))
     print()
     for i, r in enumerate(res["results"], 1):
         print(f"hypothesis {i}: {r['verdict']}: {r['hypothesis']}")
@@ -374,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true")
     _add_data_args(c)
     _add_training_args(c)
+    _add_executor_args(c)
     c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("study", help="run a pre-registered study file and write its report and verdict")
@@ -386,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tensorboard", action="store_true", help="TensorBoard scalars per run")
     s.add_argument("--dry-run", action="store_true", help="validate and count the runs; train nothing")
     s.add_argument("--no-progress", action="store_true")
+    _add_executor_args(s)
     s.set_defaults(func=cmd_study)
 
     e = sub.add_parser("evidence", help="build the evidence page from finished study folders")

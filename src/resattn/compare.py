@@ -14,19 +14,21 @@ A grid is variants x attention types x learning rates x seeds. Variants are the 
 Every run has its own folder under ``out/runs/``; a run with a ``result.json`` is finished and
 skipped when the same command runs again, a run with only a checkpoint resumes. A run that raises
 is recorded as ``failed`` and the grid goes on. See :mod:`resattn.report` for what is written.
+Where the runs execute (here, one after another, or as Ray tasks) is :mod:`resattn.executors`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import time
-import traceback
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
 from .attention import ATTN_NAMES
-from .data import DATASETS, DataNotFoundError, load_dataset
+from .data import DATASETS
+from .executors import DataSpec, Executor, Job, SequentialExecutor
 from .train import TrainConfig, config_changes, train
 
 __all__ = ["VARIANTS", "CompareConfig", "RunSpec", "expand_grid", "run_compare", "run_specs"]
@@ -208,14 +210,12 @@ def _mismatch(run_dir: Path, config: TrainConfig) -> Optional[str]:
     return f"{run_dir.name} ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in sorted(changes.items()))})"
 
 
-def _read_result(run_dir: Path) -> Optional[dict[str, Any]]:
-    path = run_dir / "result.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: bool = True,
-                log=print) -> dict[str, Any]:
+                log=print, executor: Optional[Executor] = None) -> dict[str, Any]:
     """Run (or continue) the grid and write the report.
+
+    ``executor``: where the runs execute (:mod:`resattn.executors`); default one after another
+    in this process. The report is the same for every executor.
 
     Returns:
         ``{"rows": [...], "paths": {...}, "table": str, "wall_time_s": float}``.
@@ -231,24 +231,21 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
     (out / "grid.json").write_text(json.dumps({"command": command, "config": asdict(cfg)},
                                               indent=2, default=str))
     t0 = time.perf_counter()
-    rows = run_specs(specs, out / "runs", progress=progress, log=log)
+    rows = run_specs(specs, out / "runs", executor=executor, progress=progress, log=log)
     wall = time.perf_counter() - t0
     from .report import write_report  # matplotlib is imported only when a report is written
     paths, table = write_report(out, rows, command=command, config=cfg, wall_time_s=wall)
     return {"rows": rows, "paths": paths, "table": table, "wall_time_s": wall}
 
 
-def _bundle_key(c: TrainConfig) -> tuple:
-    return (c.dataset, c.data_dir, c.download, c.train_subset, c.test_subset)
-
-
-def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, progress: bool = True,
-              log=print) -> list[dict[str, Any]]:
+def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[Executor] = None,
+              progress: bool = True, log=print) -> list[dict[str, Any]]:
     """Execute a list of runs, each in ``runs_dir/<run_id>``; the one runner of compare and study.
 
-    A run with a ``result.json`` is finished and skipped; one with only a checkpoint resumes; one
-    that raises is recorded as ``failed`` (its traceback printed) and the list goes on. Data sets
-    are loaded once per (dataset, subsets) and shared by the runs that use them.
+    The runs go to ``executor`` (default :class:`resattn.executors.SequentialExecutor`, one after
+    another in this process; :class:`resattn.executors.RayExecutor` makes each a Ray task). A run
+    with a ``result.json`` is finished and skipped; one with only a checkpoint resumes; one that
+    raises is recorded as ``failed`` and the list goes on.
 
     Returns:
         One row per spec, in order: the spec's labels and cell, the result (:func:`_flat_result`)
@@ -267,38 +264,17 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, progress: bool = Tr
     if stale:
         raise ValueError(f"{runs_dir.parent} holds runs made with other options, which this grid "
                          f"would reuse: {'; '.join(stale)}. Use another --out, or delete those runs")
-    bundles: dict[tuple, Any] = {}
-    rows = []
-    for i, spec in enumerate(specs, 1):
-        run_dir = runs_dir / spec.run_id
-        result = _read_result(run_dir)
-        if result is not None:
-            log(f"[{i}/{len(specs)}] {spec.run_id}: {result['status']} earlier, skipped")
-        else:
-            c = spec.config
-            resuming = (run_dir / "checkpoint.pt").exists()
-            log(f"[{i}/{len(specs)}] {spec.run_id}: {'resuming' if resuming else 'training'}")
-            try:
-                key = _bundle_key(c)
-                if key not in bundles:
-                    bundles[key] = load_dataset(c.dataset, c.data_dir, download=c.download,
-                                                train_subset=c.train_subset, test_subset=c.test_subset)
-                train(c, run_dir, bundle=bundles[key], resume=True, progress=progress)
-                result = _read_result(run_dir)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except DataNotFoundError:
-                raise
-            except Exception as e:  # keep going; finished runs and checkpoints stay on disk
-                traceback.print_exc()
-                result = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-            if result is not None:
-                log(f"    {result['status']}: best {result.get('best_acc', 0):.2f}%  final "
-                    f"{result.get('final_acc', 0):.2f}%  {result.get('images_per_s', 0):.0f} img/s")
-        rows.append({"run_id": spec.run_id, "variant": spec.variant, "attn": spec.attn,
-                     "seed": spec.seed, "lr": spec.lr, "cell": dict(spec.cell), **_flat_result(result or {}, spec),
-                     **run_stability(read_metrics(run_dir))})
-    return rows
+    executor = executor or SequentialExecutor(train_fn=train)
+    jobs = [Job(spec.run_id, spec.config, runs_dir / spec.run_id, DataSpec.from_config(spec.config))
+            for spec in specs]
+    results: dict[str, dict[str, Any]] = {}
+    with contextlib.closing(executor.run(jobs, progress=progress, log=log)) as ended:
+        for job, result in ended:
+            results[job.run_id] = result
+    return [{"run_id": spec.run_id, "variant": spec.variant, "attn": spec.attn, "seed": spec.seed,
+             "lr": spec.lr, "cell": dict(spec.cell),
+             **_flat_result(results.get(spec.run_id) or {}, spec),
+             **run_stability(read_metrics(runs_dir / spec.run_id))} for spec in specs]
 
 
 def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:

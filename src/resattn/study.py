@@ -304,8 +304,9 @@ def evaluate_hypothesis(h: Hypothesis, rows: list[dict[str, Any]], factors: list
 
 
 def run_study(study: Study, budget: str, out: str | Path, *, command: str, progress: bool = True,
-              log=print, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """Run the study's grid at ``budget`` through :func:`resattn.compare.run_specs` and write
+              log=print, extra: Optional[dict[str, Any]] = None, executor=None) -> dict[str, Any]:
+    """Run the study's grid at ``budget`` through :func:`resattn.compare.run_specs` (on
+    ``executor``, default sequential; see :mod:`resattn.executors`) and write
     ``out/report.md``, ``study.json``, ``results.csv``, ``summary.csv``, the plots and a copy of the
     study file. ``extra``: run options that do not change results (device, tensorboard).
 
@@ -320,7 +321,7 @@ def run_study(study: Study, budget: str, out: str | Path, *, command: str, progr
     specs = study.specs(budget, extra=extra)
     (out / "study.yaml").write_text(study.text)
     t0 = time.perf_counter()
-    rows = run_specs(specs, out / "runs", progress=progress, log=log)
+    rows = run_specs(specs, out / "runs", executor=executor, progress=progress, log=log)
     wall = time.perf_counter() - t0
     factors = list(specs[0].cell) if specs else []
     results = [evaluate_hypothesis(h, rows, factors, study.confidence) for h in study.hypotheses]

@@ -1,0 +1,385 @@
+"""Where the runs of a grid execute: one after another in this process, or as tasks on Ray.
+
+A grid (``resattn compare``, a study) is a list of :class:`Job`\\ s. An executor runs the jobs
+that have no ``result.json`` yet and yields ``(job, result)`` as each one ends, finished ones
+from an earlier call first (logged as skipped), so running the same list again finishes what is
+missing. ``result`` is the run's ``result.json`` as a dict, ``{"status": "failed", "error": ...}``
+for a run that raised (the grid goes on), or ``{}`` when a run ended without a result.
+
+* :class:`SequentialExecutor` (the default, no extra packages): one run after another in this
+  process. Each data set is loaded once and shared; each run shows its epoch progress bars.
+* :class:`RayExecutor` (``pip install 'resattn[ray]'``): every run is a Ray task
+  (https://docs.ray.io/en/latest/ray-core/tasks.html) with ``cpus_per_run`` CPUs and
+  ``gpus_per_run`` GPUs. The driver loads the data set once and puts it in Ray's object store.
+  **Workers write into the output folder** (metrics, checkpoint after every epoch, result), the
+  same files a sequential run writes, so a cluster needs the output folder on a file system that
+  every node and the driver share (NFS, Lustre, a ReadWriteMany volume). Why: a worker that dies
+  is retried by Ray (``max_retries``) and its retry must find the last checkpoint, wherever it is
+  scheduled; a folder on the shared file system is the one place that survives the node. Each run
+  also gets ``train.log`` (its console output, tracebacks, one header line per attempt) and
+  ``attempts.jsonl`` (host, pid, time and resumed epoch of each attempt). One grid-level tqdm
+  bar counts runs done / running / failed. Ctrl-C cancels the tasks (finished runs and every
+  checkpoint stay).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from .data import DataBundle, load_dataset
+from .train import TrainConfig, train
+
+__all__ = ["DataSpec", "Job", "Executor", "SequentialExecutor", "RayExecutor", "EXECUTORS",
+           "read_result", "make_executor"]
+
+#: Executor names accepted by :func:`make_executor` and ``--executor``.
+EXECUTORS = ("sequential", "ray")
+
+RAY_EXTRA_HINT = "pip install 'resattn[ray]'"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What :func:`resattn.data.load_dataset` needs to load a grid's data (jobs with equal
+    specs share one loaded copy)."""
+
+    dataset: str
+    data_dir: Optional[str] = None
+    download: bool = False
+    train_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> "DataSpec":
+        """The data a run's config names (what ``train`` loads when given no bundle)."""
+        return cls(config.dataset, config.data_dir, config.download, config.train_subset,
+                   config.test_subset)
+
+    def load(self) -> DataBundle:
+        """Raises: :class:`resattn.data.DataNotFoundError` when the files are missing."""
+        return load_dataset(self.dataset, self.data_dir, download=self.download,
+                            train_subset=self.train_subset, test_subset=self.test_subset)
+
+
+@dataclass
+class Job:
+    """One run of a grid: its name, its training config, its folder and its data."""
+
+    run_id: str
+    config: TrainConfig
+    run_dir: Path
+    data: DataSpec
+
+
+def read_result(run_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
+    """The run's ``result.json`` as a dict, or None when the run has not ended."""
+    path = Path(run_dir) / "result.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _failed(e: BaseException) -> dict[str, Any]:
+    return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+
+
+def _summary(result: dict[str, Any]) -> str:
+    return (f"{result['status']}: best {result.get('best_acc') or 0:.2f}%  final "
+            f"{result.get('final_acc') or 0:.2f}%  {result.get('images_per_s') or 0:.0f} img/s")
+
+
+TrainFn = Callable[..., Any]
+
+
+class Executor:
+    """Runs a list of jobs; see the module docstring. Subclasses implement :meth:`_run`."""
+
+    name = "executor"
+
+    def run(self, jobs: Sequence[Job], *, progress: bool = True, log: Callable[[str], None] = print
+            ) -> Iterator[tuple[Job, dict[str, Any]]]:
+        """Yield ``(job, result)`` for every job: those finished earlier at once, the others
+        as they end (in any order). Close the iterator (``contextlib.closing``) when leaving
+        early, so that running tasks are stopped.
+
+        Raises:
+            resattn.data.DataNotFoundError: the data set is missing (before any run starts).
+            KeyboardInterrupt: Ctrl-C; finished runs and checkpoints stay on disk.
+        """
+        todo = []
+        for i, job in enumerate(jobs, 1):
+            result = read_result(job.run_dir)
+            if result is not None:
+                log(f"[{i}/{len(jobs)}] {job.run_id}: {result['status']} earlier, skipped")
+                yield job, result
+            else:
+                todo.append((i, job))
+        if todo:
+            yield from self._run(todo, len(jobs), progress, log)
+
+    def _run(self, todo: list[tuple[int, Job]], total: int, progress: bool,
+             log: Callable[[str], None]) -> Iterator[tuple[Job, dict[str, Any]]]:
+        raise NotImplementedError
+
+
+class SequentialExecutor(Executor):
+    """One run after another in this process (the default).
+
+    Args:
+        train_fn: the training function, called as ``train_fn(config, run_dir, bundle=...,
+            resume=True, progress=...)`` (default :func:`resattn.train.train`).
+    """
+
+    name = "sequential"
+
+    def __init__(self, train_fn: Optional[TrainFn] = None) -> None:
+        self.train_fn = train_fn or train
+
+    def _run(self, todo, total, progress, log):
+        bundles: dict[DataSpec, DataBundle] = {}  # each data set loaded once, shared by its runs
+        for i, job in todo:
+            if job.data not in bundles:  # outside the try: missing data stops the grid
+                bundles[job.data] = job.data.load()
+            resuming = (Path(job.run_dir) / "checkpoint.pt").exists()
+            log(f"[{i}/{total}] {job.run_id}: {'resuming' if resuming else 'training'}")
+            try:
+                self.train_fn(job.config, job.run_dir, bundle=bundles[job.data], resume=True,
+                              progress=progress)
+                result = read_result(job.run_dir)
+            except Exception as e:  # keep going; finished runs and checkpoints stay on disk
+                traceback.print_exc()
+                result = _failed(e)
+            if result is not None:
+                log(f"    {_summary(result)}")
+            yield job, result or {}
+
+
+# ----------------------------------------------------------------------------- Ray
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+def _checkpoint_epoch(path: Path) -> Optional[int]:
+    """Epochs done in the checkpoint at ``path`` (None when there is none or it is unreadable;
+    ``train`` then says why)."""
+    if not path.is_file():
+        return None
+    try:
+        from .weights import read_checkpoint
+        return int(read_checkpoint(path)["epoch"])
+    except Exception:
+        return None
+
+
+def _run_job(job: Job, bundle: Optional[DataBundle], train_fn: TrainFn, threads: int
+             ) -> dict[str, Any]:
+    """The body of one Ray task: train ``job`` in ``job.run_dir`` (resuming from its checkpoint
+    after a worker died), its output in ``train.log``. Returns the result dict."""
+    run_dir = Path(job.run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resume_epoch = _checkpoint_epoch(run_dir / "checkpoint.pt")
+        attempt = {"attempt": _count_lines(run_dir / "attempts.jsonl") + 1,
+                   "host": socket.gethostname(), "pid": os.getpid(),
+                   "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume_epoch": resume_epoch}
+        with (run_dir / "attempts.jsonl").open("a") as f:
+            f.write(json.dumps(attempt) + "\n")
+        import torch
+        torch.set_num_threads(threads)
+        with (run_dir / "train.log").open("a", buffering=1) as logf, \
+                contextlib.redirect_stdout(logf), contextlib.redirect_stderr(logf):
+            print(f"--- {job.run_id}: attempt {attempt['attempt']} on {attempt['host']} pid "
+                  f"{attempt['pid']} at {attempt['time']}, {threads} thread(s): "
+                  + (f"resuming after epoch {resume_epoch} (checkpoint.pt)" if resume_epoch
+                     else "training"))
+            try:
+                train_fn(job.config, run_dir, bundle=bundle, resume=True, progress=False)
+            except Exception as e:
+                traceback.print_exc()
+                print(f"--- {job.run_id}: failed")
+                return _failed(e)
+            result = read_result(run_dir)
+            print(f"--- {job.run_id}: {_summary(result) if result else 'ended without a result'}")
+        return result or {}
+    except Exception as e:  # the run folder itself is unusable
+        return _failed(e)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError(f"executor='ray' needs Ray, an optional extra of resattn: "
+                          f"{RAY_EXTRA_HINT} (or pip install 'ray[default]')") from e
+    return ray
+
+
+class RayExecutor(Executor):
+    """Every job a Ray task; see the module docstring for what is written where.
+
+    Args:
+        address: the Ray cluster: None starts a local Ray on this machine (or joins the one in
+            ``RAY_ADDRESS``), ``"auto"`` joins the cluster running here (``ray start``),
+            ``"HOST:PORT"`` the cluster with that head, ``"ray://HOST:PORT"`` connects through
+            Ray Client. When Ray is already initialised in this process, that session is used
+            and left running; a session this executor started is shut down at the end.
+        cpus_per_run: CPUs each run reserves (> 0; torch uses ``max(1, int(cpus_per_run))``
+            threads).
+        gpus_per_run: GPUs each run reserves, in [0, 1] (0.5: two runs share a GPU). None: 1
+            when the cluster has GPUs, else 0. One run on several GPUs is torchrun's job
+            (``resattn train`` under ``torchrun``), not the grid's.
+        max_retries: how often Ray reruns a task whose worker died (the run resumes from its
+            last checkpoint). A run that raises is not retried: it is recorded as failed.
+        train_fn: as in :class:`SequentialExecutor`; must be importable on the workers.
+
+    Raises:
+        ImportError: Ray is not installed; the message names the extra ``resattn[ray]``.
+        ValueError: a bad number, naming the argument.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: Optional[str] = None, *, cpus_per_run: float = 1.0,
+                 gpus_per_run: Optional[float] = None, max_retries: int = 3,
+                 train_fn: Optional[TrainFn] = None) -> None:
+        if not (isinstance(cpus_per_run, (int, float)) and cpus_per_run > 0):
+            raise ValueError(f"cpus_per_run={cpus_per_run!r} must be a number > 0")
+        if gpus_per_run is not None and not (isinstance(gpus_per_run, (int, float))
+                                             and 0 <= gpus_per_run <= 1):
+            raise ValueError(f"gpus_per_run={gpus_per_run!r} must be in [0, 1] (a fraction "
+                             "shares a GPU between runs); one run on several GPUs: torchrun")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries={max_retries!r} must be an integer >= 0")
+        self.ray = _import_ray()
+        self.address = address
+        self.cpus_per_run = cpus_per_run
+        self.gpus_per_run = gpus_per_run
+        self.max_retries = max_retries
+        self.train_fn = train_fn or train
+
+    def _connect(self) -> bool:
+        """Initialise Ray unless it is; True when this call started the session."""
+        ray = self.ray
+        if ray.is_initialized():
+            return False
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address)
+        else:  # a fresh local Ray, without the dashboard (start one with `ray start --head`)
+            ray.init(address="local", include_dashboard=False)
+        return True
+
+    def _run(self, todo, total, progress, log):
+        ray = self.ray
+        started_here = self._connect()
+        refs: dict[Any, tuple[int, Job]] = {}
+        try:
+            resources = ray.cluster_resources()
+            gpus = self.gpus_per_run
+            if gpus is None:
+                gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+            log(f"ray: {len(todo)} runs as tasks on {resources.get('CPU', 0):g} CPUs, "
+                f"{resources.get('GPU', 0):g} GPUs ({self.cpus_per_run:g} CPU, {gpus:g} GPU per "
+                f"run); logs in each run's train.log")
+            if resources.get("CPU", 0) < self.cpus_per_run or resources.get("GPU", 0) < gpus:
+                log(f"ray: warning: the cluster has less than one run asks for ({self.cpus_per_run:g} "
+                    f"CPU, {gpus:g} GPU); the runs wait until it grows (see --cpus-per-run, "
+                    "--gpus-per-run)")
+            bundles: dict[DataSpec, Any] = {}
+            for _, job in todo:  # on the driver, as in a sequential run: missing data stops here
+                if job.data not in bundles:
+                    bundles[job.data] = ray.put(job.data.load())
+            task = ray.remote(_run_job)
+            threads = max(1, int(self.cpus_per_run))
+            attempts_before = {}
+            for i, job in todo:
+                attempts_before[job.run_id] = _count_lines(Path(job.run_dir) / "attempts.jsonl")
+                ref = task.options(name=f"resattn:{job.run_id}", num_cpus=self.cpus_per_run,
+                                   num_gpus=gpus, max_retries=self.max_retries,
+                                   retry_exceptions=False).remote(
+                    job, bundles[job.data], self.train_fn, threads)
+                refs[ref] = (i, job)
+            yield from self._collect(refs, attempts_before, total, total - len(todo), progress, log)
+        finally:
+            for ref in refs:  # Ctrl-C or an early close: stop what still runs
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            if started_here:
+                ray.shutdown()
+
+    def _collect(self, refs, attempts_before, total, done_before, progress, log):
+        ray = self.ray
+        from tqdm.auto import tqdm
+        done, failed = done_before, 0
+        bar = tqdm(total=total, initial=done_before, desc="grid", unit="run", disable=not progress,
+                   dynamic_ncols=True)
+
+        def say(msg: str) -> None:
+            with tqdm.external_write_mode():
+                log(msg)
+
+        def show() -> None:
+            running = sum(_count_lines(Path(job.run_dir) / "attempts.jsonl")
+                          > attempts_before[job.run_id] for _, job in refs.values())
+            bar.set_postfix_str(f"done {done}, running {running}, failed {failed}")
+
+        try:
+            show()
+            while refs:
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    i, job = refs.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayError as e:  # retries used up, cancelled, ...
+                        result = _failed(e)
+                    if result.get("status") not in (None, "failed") and read_result(job.run_dir) is None:
+                        result = {"status": "failed", "error":
+                                  f"the worker finished {job.run_id} but {job.run_dir}/result.json "
+                                  "is not visible here: the output folder must be on a file "
+                                  "system shared by the driver and every node"}
+                    if result.get("status") == "failed":
+                        failed += 1
+                        say(f"[{i}/{total}] {job.run_id}: failed: {result['error']} "
+                            f"(see {job.run_dir}/train.log)")
+                    else:
+                        done += 1
+                        say(f"[{i}/{total}] {job.run_id}: "
+                            f"{_summary(result) if result else 'ended without a result'}")
+                    bar.update(1)
+                    yield job, result
+                show()
+        finally:
+            bar.close()
+
+
+def make_executor(name: str = "sequential", *, address: Optional[str] = None,
+                  cpus_per_run: Optional[float] = None, gpus_per_run: Optional[float] = None
+                  ) -> Executor:
+    """An executor by name (``sequential`` | ``ray``), with the Ray options checked.
+
+    Raises:
+        ValueError: an unknown name, or Ray options given to the sequential executor.
+        ImportError: ``ray`` without Ray installed (names the extra ``resattn[ray]``).
+    """
+    if name not in EXECUTORS:
+        raise ValueError(f"executor={name!r} is not allowed; allowed: {', '.join(EXECUTORS)}")
+    if name == "sequential":
+        given = [n for n, v in (("address", address), ("cpus_per_run", cpus_per_run),
+                                ("gpus_per_run", gpus_per_run)) if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to executor='ray' "
+                             "(--executor ray)")
+        return SequentialExecutor()
+    return RayExecutor(address, cpus_per_run=1.0 if cpus_per_run is None else cpus_per_run,
+                       gpus_per_run=gpus_per_run)
