@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from timm.layers import GroupNorm, LayerNorm2d, create_act_layer
 
 from .attention import AttnSpec, validate_attn
-from .modulation import Modulation, validate_modulation
+from .modulation import Modulation, add_terms, fused_enabled, validate_modulation
 
 __all__ = [
     "PATTERNS", "NORM_LAYERS", "SHORTCUTS", "AttentionConfig", "resolve_pattern",
@@ -326,6 +326,12 @@ class ResidualBlock(nn.Module):
         return x if self.downsample is None else self.downsample(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting() or not fused_enabled():
+            return self.relu(self.combine(x))
+        return self.relu(self.combine_fused(x))
+
+    def combine(self, x: torch.Tensor) -> torch.Tensor:
+        """The block before its activation, one line per pattern (the reference form)."""
         p = self.pattern
         # self.drop_path (stochastic depth, identity by default) acts on the residual term
         if p == "none":
@@ -338,7 +344,23 @@ class ResidualBlock(nn.Module):
             out = self.skip(x) + self.drop_path(self.residual(self.attn(x)))
         else:  # dual
             out = self.skip_attn(self.skip(x)) + self.drop_path(self.res_attn(self.residual(x)))
-        return self.relu(out)
+        return out
+
+    @torch.jit.unused
+    def combine_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`combine` with the sums of ``branch`` and ``dual`` folded into the gates
+        (:meth:`Modulation.terms`): skip(x) + A(F(x)) is one ``addcmul``, A_s(skip(x)) + A_r(F(x))
+        one pass per scaled term. The other patterns, and any pattern while a stochastic-depth
+        ``drop_path`` is active (training), are :meth:`combine` (their paths fused inside
+        :class:`Modulation`)."""
+        p = self.pattern
+        if self.training and not isinstance(self.drop_path, nn.Identity):
+            return self.combine(x)
+        if p == "branch":
+            return add_terms([(self.skip(x), None)] + self.attn.terms(self.residual(x)))
+        if p == "dual":
+            return add_terms(self.skip_attn.terms(self.skip(x)) + self.res_attn.terms(self.residual(x)))
+        return self.combine(x)
 
     def gated_paths(self) -> dict[str, Modulation]:
         """The modulations that carry attention in this block, by path name."""

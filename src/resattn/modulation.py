@@ -13,19 +13,92 @@ applied to the attention term only.
 With ``gamma_max`` set, gamma is bounded: gamma = gamma_max * tanh(theta / gamma_max), where theta is
 the stored parameter (slope 1 at 0, so small gammas train like the unbounded form). For a mask in
 [0, 1] the path gain z -> out then stays within [1 - gamma_max, 1 + gamma_max]: the skip can be tuned
-but never closed.
+but never closed. Unbounded (``gamma_max=None``, the default of every path but the dual skip),
+gamma can leave [-1, 1] and, once gamma * m < -1 somewhere, 1 + gamma * m(z) changes sign: the path
+then inverts its input there. A tester saw a residual gamma reach -2.2 within 30 steps on noisy
+data; set ``gamma_max`` (for example 1.0) where the sign must stay.
+
+Fused paths. For an attention type with a mask form (:mod:`resattn.masks`: every timm type resattn
+supports except ``gca``) the path is computed from the mask, in one operation on the full map:
+
+    gate:           out = z * m                     (CBAM: p * m_s, p = z * m_c)
+    near_identity:  out = z * (1 + gamma * m)       (CBAM: addcmul(z, p, gamma * m_s))
+
+and autograd saves z (p for CBAM) and the small mask only, not z * m nor gamma * (z * m).
+:meth:`Modulation.terms` gives A(z) as a sum of such products so that a block can fold its skip
+into the same operation (:func:`add_terms`: skip + A(F(x)) is one ``addcmul``). Types without a
+mask form, user callables, hooked modules (the monitor's), TorchScript and tracing/ONNX export use
+the reference form ``attn(z)`` / ``z + gamma * attn(z)``. ``fused(False)`` (a context manager) or
+:func:`set_fused` switches every path back to the reference form, for comparisons.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from .attention import AttnSpec, attn_name, create_attention
+from .masks import has_mask_form, mask_form
 
-__all__ = ["MODULATIONS", "GAMMA_SHAPES", "Modulation", "validate_modulation"]
+__all__ = ["MODULATIONS", "GAMMA_SHAPES", "Modulation", "validate_modulation", "fused",
+           "set_fused", "fused_enabled", "add_terms", "Terms"]
+
+#: A(z) as a sum of products: [(p, s), ...] means sum of p * s (s None: p itself).
+Terms = List[Tuple[torch.Tensor, Optional[torch.Tensor]]]
+
+_FUSED = True
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def set_fused(enabled: bool) -> None:
+    """Use the fused (True, default) or the reference (False) form on every gated path."""
+    global _FUSED
+    _FUSED = bool(enabled)
+
+
+@contextlib.contextmanager
+def fused(enabled: bool = True) -> Iterator[None]:
+    """Context manager: ``with fused(False): model(x)`` runs the reference (unfused) form."""
+    before = _FUSED
+    set_fused(enabled)
+    try:
+        yield
+    finally:
+        set_fused(before)
+
+
+@torch.jit.unused
+def fused_enabled() -> bool:
+    """True when fused paths are on and nothing needs the reference form (tracing, ONNX export)."""
+    return _FUSED and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+
+
+@torch.jit.unused
+def add_terms(terms: Terms) -> torch.Tensor:
+    """sum of p * s over ``terms`` in one pass per scaled term: an unscaled term starts the sum for
+    free, each scaled one is an ``addcmul``. s is cast to p's dtype (under autocast the masks stay
+    small while the maps keep bf16). Shapes: every p (N, C, H, W), every s broadcastable to it."""
+    out: Optional[torch.Tensor] = None
+    rest = []
+    for p, s in terms:
+        if s is None and out is None:
+            out = p
+        else:
+            rest.append((p, s))
+    for p, s in rest:
+        if s is not None and s.dtype != p.dtype:
+            s = s.to(p.dtype)
+        if out is None:
+            out = p if s is None else p * s
+        elif s is None:
+            out = out + p
+        else:
+            out = torch.addcmul(out, p, s)
+    assert out is not None, "add_terms needs at least one term"
+    return out
 
 MODULATIONS: tuple[str, ...] = ("gate", "near_identity")
 GAMMA_SHAPES: tuple[str, ...] = ("scalar", "channel")
@@ -120,10 +193,48 @@ class Modulation(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.attn is None:
             return z
+        if not torch.jit.is_scripting() and self.fusable():
+            return add_terms(self._mask_terms(z))
+        return self.reference(z)
+
+    def reference(self, z: torch.Tensor) -> torch.Tensor:
+        """The unfused form: ``attn(z)`` (gate) or ``z + gamma * attn(z)`` (near_identity)."""
+        if self.attn is None:
+            return z
         gamma = self.gamma
         if gamma is None:  # gate
             return self.attn(z)
         return z + bounded_gamma(gamma, self.gamma_max) * self.attn(z)
+
+    @torch.jit.unused
+    def fusable(self) -> bool:
+        """True when this path runs fused now: fusion on, a mask form for its attention type."""
+        return fused_enabled() and has_mask_form(self.attn)
+
+    @torch.jit.unused
+    def terms(self, z: torch.Tensor) -> Terms:
+        """A(z) as :data:`Terms` (a sum of products, see :func:`add_terms`).
+
+        The identity path is [(z, None)]; a path without a fused form (or with forward hooks, so
+        that they see this module's input and output) is [(A(z), None)].
+        """
+        if self.attn is None:
+            return [(z, None)]
+        if self._forward_hooks or self._forward_pre_hooks or not self.fusable():
+            return [(self(z), None)]
+        return self._mask_terms(z)
+
+    @torch.jit.unused
+    def _mask_terms(self, z: torch.Tensor) -> Terms:
+        p, m = mask_form(self.attn, z)
+        if self.gamma is None:  # gate: p * m
+            return [(z if p is None else p, m)]
+        gm = bounded_gamma(self.gamma, self.gamma_max) * m
+        if p is not None:  # two stages: z + gamma * (p * m)
+            return [(z, None), (p, gm)]
+        if z.dtype in _LOW_PRECISION:  # 1 + gamma * m would round gamma * m away
+            return [(z, None), (z, gm)]
+        return [(z, 1 + gm)]
 
     def extra_repr(self) -> str:
         s = f"mode={self.mode}, attn={self.attn_type}"
