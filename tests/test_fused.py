@@ -200,3 +200,25 @@ def test_fused_switch_restores_itself():
             assert fused_enabled()
         assert not fused_enabled()
     assert fused_enabled()
+
+
+def _compiles_without_graph_breaks(block, x):
+    import torch._dynamo
+    torch._dynamo.reset()
+    compiled = torch.compile(block, fullgraph=True, backend="eager")  # dynamo capture only
+    y = compiled(x)
+    y.sum().backward()
+    return (y - block(x)).abs().max().item()
+
+
+def test_torch_compile_fullgraph_default_dual():
+    block = BasicBlock(8, 16, 2, AttentionConfig(pattern="dual", res_gamma_init=0.2))
+    assert _compiles_without_graph_breaks(block, torch.randn(2, 8, 8, 8)) <= 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern,attn", list(itertools.product(GATED, ATTN_NAMES)))
+@pytest.mark.parametrize("modulation", ["gate", "near_identity"])
+def test_torch_compile_fullgraph_every_pattern_and_type(pattern, attn, modulation):
+    block = BasicBlock(8, 16, 2, _config(pattern, attn, modulation))
+    assert _compiles_without_graph_breaks(block, torch.randn(2, 8, 8, 8)) <= 1e-5

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from timm.layers import GroupNorm, LayerNorm2d, create_act_layer
 
 from .attention import AttnSpec, validate_attn
-from .modulation import Modulation, add_terms, fused_enabled, validate_modulation
+from .modulation import Modulation, add_terms, eager_only, fused_enabled, validate_modulation
 
 __all__ = [
     "PATTERNS", "NORM_LAYERS", "SHORTCUTS", "AttentionConfig", "resolve_pattern",
@@ -326,9 +326,14 @@ class ResidualBlock(nn.Module):
         return x if self.downsample is None else self.downsample(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting() or not fused_enabled():
+        if torch.jit.is_scripting() or not self.fusable():
             return self.relu(self.combine(x))
         return self.relu(self.combine_fused(x))
+
+    @eager_only
+    def fusable(self) -> bool:
+        """True when :meth:`combine_fused` applies (see :func:`resattn.modulation.fused`)."""
+        return fused_enabled()
 
     def combine(self, x: torch.Tensor) -> torch.Tensor:
         """The block before its activation, one line per pattern (the reference form)."""
@@ -346,7 +351,7 @@ class ResidualBlock(nn.Module):
             out = self.skip_attn(self.skip(x)) + self.drop_path(self.res_attn(self.residual(x)))
         return out
 
-    @torch.jit.unused
+    @eager_only
     def combine_fused(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`combine` with the sums of ``branch`` and ``dual`` folded into the gates
         (:meth:`Modulation.terms`): skip(x) + A(F(x)) is one ``addcmul``, A_s(skip(x)) + A_r(F(x))

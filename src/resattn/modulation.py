@@ -50,6 +50,16 @@ __all__ = ["MODULATIONS", "GAMMA_SHAPES", "Modulation", "validate_modulation", "
 Terms = List[Tuple[torch.Tensor, Optional[torch.Tensor]]]
 
 _FUSED = True
+
+
+def eager_only(fn: Any) -> Any:
+    """``torch.jit.unused`` for code that TorchScript must skip: the string annotations of this
+    file (``from __future__ import annotations``) are resolved first, as TorchScript needs them
+    for the stub it compiles in place of ``fn``."""
+    import typing
+    fn.__annotations__ = typing.get_type_hints(fn)
+    return torch.jit.unused(fn)
+
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -70,13 +80,13 @@ def fused(enabled: bool = True) -> Iterator[None]:
         set_fused(before)
 
 
-@torch.jit.unused
+@eager_only
 def fused_enabled() -> bool:
     """True when fused paths are on and nothing needs the reference form (tracing, ONNX export)."""
     return _FUSED and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
 
 
-@torch.jit.unused
+@eager_only
 def add_terms(terms: Terms) -> torch.Tensor:
     """sum of p * s over ``terms`` in one pass per scaled term: an unscaled term starts the sum for
     free, each scaled one is an ``addcmul``. s is cast to p's dtype (under autocast the masks stay
@@ -159,7 +169,13 @@ class Modulation(nn.Module):
         gamma: the stored parameter (theta when bounded), only with ``near_identity``.
 
     Raises:
-        ValueError: see :func:`validate_modulation` and :func:`resattn.attention.validate_attn`.
+        ValueError: see :func:`validate_modulation` and :func:`resattn.attention.validate_attn`;
+            in training, an input of batch 1 and size 1x1 to a type with a BatchNorm inside
+            (``cbam``), which names the input's shape.
+
+    Unbounded gamma: with ``gamma_max=None`` the path gain 1 + gamma * m is not kept positive;
+    gamma < -1 lets it change sign where m is near 1 (a residual gamma reached -2.2 within 30
+    steps on noisy data in a tester's run). Bound it (``gamma_max``) where that matters.
     """
 
     def __init__(self, attn: AttnSpec, channels: int, modulation: str = "gate", *,
@@ -169,6 +185,7 @@ class Modulation(nn.Module):
         super().__init__()
         validate_modulation(modulation, gamma_init, gamma_max, gamma_shape, prefix=prefix)
         self.mode = modulation
+        self.arg = arg
         self.attn_type = attn_name(attn)
         self.attn = create_attention(attn, channels, arg=arg, **(attn_kwargs or {}))
         self.gamma_max = None if gamma_max is None else float(gamma_max)
@@ -180,6 +197,9 @@ class Modulation(nn.Module):
             self.gamma = nn.Parameter(torch.full(shape, theta))
         else:
             self.register_parameter("gamma", None)
+        # CBAM's spatial stage normalises (N, 1, H, W) with BatchNorm: it needs N * H * W > 1
+        self.needs_batch = self.attn is not None and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.attn.modules())
 
     @property
     def is_identity(self) -> bool:
@@ -193,9 +213,22 @@ class Modulation(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.attn is None:
             return z
-        if not torch.jit.is_scripting() and self.fusable():
-            return add_terms(self._mask_terms(z))
+        if not torch.jit.is_scripting():
+            self.check_input(z)
+            if self.fusable():
+                return add_terms(self._mask_terms(z))
         return self.reference(z)
+
+    @eager_only
+    def check_input(self, z: torch.Tensor) -> None:
+        """Raise a ValueError naming the input when a BatchNorm inside the attention module would
+        see one value per channel in training (batch 1 on a 1x1 map: CBAM's spatial stage)."""
+        if self.training and getattr(self, "needs_batch", False) and z.dim() == 4 and \
+                z.shape[0] * z.shape[2] * z.shape[3] == 1:
+            raise ValueError(
+                f"{self.arg}={self.attn_type!r} in training normalises over batch x height x "
+                f"width with BatchNorm, which needs more than one value; its input (N, C, H, W) "
+                f"is {tuple(z.shape)}: use a batch size >= 2 or larger inputs, or model.eval()")
 
     def reference(self, z: torch.Tensor) -> torch.Tensor:
         """The unfused form: ``attn(z)`` (gate) or ``z + gamma * attn(z)`` (near_identity)."""
@@ -206,12 +239,12 @@ class Modulation(nn.Module):
             return self.attn(z)
         return z + bounded_gamma(gamma, self.gamma_max) * self.attn(z)
 
-    @torch.jit.unused
+    @eager_only
     def fusable(self) -> bool:
         """True when this path runs fused now: fusion on, a mask form for its attention type."""
         return fused_enabled() and has_mask_form(self.attn)
 
-    @torch.jit.unused
+    @eager_only
     def terms(self, z: torch.Tensor) -> Terms:
         """A(z) as :data:`Terms` (a sum of products, see :func:`add_terms`).
 
@@ -222,9 +255,10 @@ class Modulation(nn.Module):
             return [(z, None)]
         if self._forward_hooks or self._forward_pre_hooks or not self.fusable():
             return [(self(z), None)]
+        self.check_input(z)
         return self._mask_terms(z)
 
-    @torch.jit.unused
+    @eager_only
     def _mask_terms(self, z: torch.Tensor) -> Terms:
         p, m = mask_form(self.attn, z)
         if self.gamma is None:  # gate: p * m
