@@ -222,3 +222,12 @@ def test_torch_compile_fullgraph_default_dual():
 def test_torch_compile_fullgraph_every_pattern_and_type(pattern, attn, modulation):
     block = BasicBlock(8, 16, 2, _config(pattern, attn, modulation))
     assert _compiles_without_graph_breaks(block, torch.randn(2, 8, 8, 8)) <= 1e-5
+
+
+def test_scale_terms_matches_scaling_the_path_output():
+    from resattn.modulation import add_terms, scale_terms
+    mod = Modulation("cbam", 16, "near_identity", gamma_init=0.3)
+    z = torch.randn(3, 16, 6, 6)
+    keep = torch.tensor([0.0, 2.0, 1.0]).view(3, 1, 1, 1)
+    expected = mod(z) * keep
+    assert (add_terms(scale_terms(mod.terms(z), keep)) - expected).abs().max().item() <= 1e-6

@@ -73,6 +73,12 @@ class AttentionConfig:
 
     ``gamma_shape`` is ``'scalar'`` or ``'channel'`` for every gamma. ``attn_kwargs`` go to every
     attention module; ``skip_attn_kwargs``/``res_attn_kwargs`` replace them on one dual path.
+
+    Only the dual skip is bounded by default. ``gamma_max=None`` and ``res_gamma_max=None`` leave
+    gamma free: the path gain 1 + gamma * m(z) changes sign once gamma * m < -1 (a tester saw the
+    residual gamma reach -2.2 within 30 steps on noisy data), so the path then inverts its input
+    where the mask is high. Set ``res_gamma_max`` / ``gamma_max`` (for example 1.0: gain in
+    [0, 2]) to keep the sign; ``benchmarks/gamma_bound.py`` measures both on noisy labels.
     """
 
     pattern: str = "none"

@@ -44,7 +44,7 @@ from .attention import AttnSpec, attn_name, create_attention
 from .masks import has_mask_form, mask_form
 
 __all__ = ["MODULATIONS", "GAMMA_SHAPES", "Modulation", "validate_modulation", "fused",
-           "set_fused", "fused_enabled", "add_terms", "Terms"]
+           "set_fused", "fused_enabled", "add_terms", "scale_terms", "Terms"]
 
 #: A(z) as a sum of products: [(p, s), ...] means sum of p * s (s None: p itself).
 Terms = List[Tuple[torch.Tensor, Optional[torch.Tensor]]]
@@ -84,6 +84,13 @@ def fused(enabled: bool = True) -> Iterator[None]:
 def fused_enabled() -> bool:
     """True when fused paths are on and nothing needs the reference form (tracing, ONNX export)."""
     return _FUSED and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+
+
+@eager_only
+def scale_terms(terms: Terms, factor: torch.Tensor) -> Terms:
+    """Every term times ``factor`` (small, for example a per-sample drop-path scale (N, 1, 1, 1)):
+    a wrapper of a path's output applied to its :data:`Terms` without a full pass."""
+    return [(p, factor if s is None else s * factor) for p, s in terms]
 
 
 @eager_only
