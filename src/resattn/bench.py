@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import statistics
+import textwrap
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -295,7 +296,7 @@ def plot(rows: Sequence[BenchRow], path: str | Path, title: str = "") -> Path:
     labels = [f"{s['name']}" + (f" [{s['mode']}]" if s["mode"] == "reference" else "")
               + (" (compiled)" if s["compiled"] else "") for s in summary]
     n = len(summary)
-    fig, ax = plt.subplots(figsize=(8, 0.45 * n + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * n + 2.0))
     ypos = range(n)
     ax.barh([i - 0.2 for i in ypos], [s["train_ratio"] for s in summary], 0.4, label="train step")
     ax.barh([i + 0.2 for i in ypos], [s["eval_ratio"] for s in summary], 0.4, label="eval")
@@ -304,9 +305,12 @@ def plot(rows: Sequence[BenchRow], path: str | Path, title: str = "") -> Path:
     ax.axvline(1.0, color="grey", lw=0.8)
     ax.set_yticks(list(ypos), labels)
     ax.invert_yaxis()
+    lowest = min(min(s["train_ratio"], s["eval_ratio"]) for s in summary)
+    ax.set_xlim(left=min(0.8, lowest - 0.05))
     ax.set_xlabel("time / plain (same compile state)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(textwrap.fill(title, 90), fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.6 / (0.45 * n + 1.5)),
+              ncol=3, frameon=False)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ __all__ = ["MODULATIONS", "GAMMA_SHAPES", "Modulation", "validate_modulation", "
 Terms = List[Tuple[torch.Tensor, Optional[torch.Tensor]]]
 
 _FUSED = True
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def eager_only(fn: Any) -> Any:
@@ -59,8 +60,6 @@ def eager_only(fn: Any) -> Any:
     import typing
     fn.__annotations__ = typing.get_type_hints(fn)
     return torch.jit.unused(fn)
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def set_fused(enabled: bool) -> None:
