@@ -27,9 +27,9 @@ supports except ``gca``) the path is computed from the mask, in one operation on
 and autograd saves z (p for CBAM) and the small mask only, not z * m nor gamma * (z * m).
 :meth:`Modulation.terms` gives A(z) as a sum of such products so that a block can fold its skip
 into the same operation (:func:`add_terms`: skip + A(F(x)) is one ``addcmul``). Types without a
-mask form, user callables, hooked modules (the monitor's), TorchScript and tracing/ONNX export use
-the reference form ``attn(z)`` / ``z + gamma * attn(z)``. ``fused(False)`` (a context manager) or
-:func:`set_fused` switches every path back to the reference form, for comparisons.
+mask form, user callables, TorchScript and tracing/ONNX export use the reference form
+``attn(z)`` / ``z + gamma * attn(z)``. ``fused(False)`` (a context manager) or :func:`set_fused`
+switches every path back to the reference form, for comparisons.
 """
 from __future__ import annotations
 
@@ -254,15 +254,33 @@ class Modulation(nn.Module):
     def terms(self, z: torch.Tensor) -> Terms:
         """A(z) as :data:`Terms` (a sum of products, see :func:`add_terms`).
 
-        The identity path is [(z, None)]; a path without a fused form (or with forward hooks, so
-        that they see this module's input and output) is [(A(z), None)].
+        The identity path is [(z, None)]; a path without a fused form is [(A(z), None)]. Forward
+        hooks on this module (the gate monitor's) still see (z, A(z)): A(z) is then computed
+        for them under ``no_grad`` (one extra pass); they observe, their return value is not
+        used, and the block's output stays the same as without them.
         """
         if self.attn is None:
             return [(z, None)]
-        if self._forward_hooks or self._forward_pre_hooks or not self.fusable():
+        if not self.fusable():
             return [(self(z), None)]
         self.check_input(z)
-        return self._mask_terms(z)
+        terms = self._mask_terms(z)
+        if self._forward_hooks or self._forward_pre_hooks:
+            self._observe(z, terms)
+        return terms
+
+    @eager_only
+    def _observe(self, z: torch.Tensor, terms: Terms) -> None:
+        for hook in self._forward_pre_hooks.values():
+            hook(self, (z,))
+        if self._forward_hooks:
+            with torch.no_grad():
+                out = add_terms(terms)
+            for key, hook in self._forward_hooks.items():
+                if key in self._forward_hooks_with_kwargs:
+                    hook(self, (z,), {}, out)
+                else:
+                    hook(self, (z,), out)
 
     @eager_only
     def _mask_terms(self, z: torch.Tensor) -> Terms:
