@@ -1,4 +1,4 @@
-"""``resattn bench``: the cost of each pattern next to the plain network and timm's peers, in one run.
+"""``resattn bench``: the cost of each pattern beside the plain network and timm's peers, one run.
 
 Every row is a model; all rows are measured in the same process, interleaved round by round (row 1,
 row 2, ..., then again), and each figure is the median over the rounds, so a machine that gets

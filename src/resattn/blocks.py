@@ -370,7 +370,8 @@ class ResidualBlock(nn.Module):
         if p == "branch":
             return add_terms([(self.skip(x), None)] + self.attn.terms(self.residual(x)))
         if p == "dual":
-            return add_terms(self.skip_attn.terms(self.skip(x)) + self.res_attn.terms(self.residual(x)))
+            return add_terms(self.skip_attn.terms(self.skip(x))
+                             + self.res_attn.terms(self.residual(x)))
         return self.combine(x)
 
     def gated_paths(self) -> dict[str, Modulation]:

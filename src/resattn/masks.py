@@ -18,7 +18,8 @@ state_dicts and checkpoints are unchanged.
     ceca           CecaModule             (N, C, 1, 1)                 z
     ge             GatherExcite           (N, C, 1, 1) or (N, C, H, W) z   (extent > 0: upsampled)
     gc             GlobalContext (scale)  (N, C, 1, 1)                 z
-    cbam, lcbam    (Light)CbamModule      (N, 1, H, W)                 z * m_c (timm's channel stage)
+    cbam, lcbam    (Light)CbamModule      (N, 1, H, W)                 z * m_c (timm's channel
+                                                                       stage)
     coord, ela     CoordAttn, EfficientLocalAttn   (N,C,H,1) x (N,C,1,W) product -> (N, C, H, W)
     scoord, strip  SimpleCoordAttn, StripAttn      sigmoid of (N,C,H,1) + (N,C,1,W) -> (N, C, H, W)
 
@@ -197,7 +198,8 @@ def mask_form(module: nn.Module, z: torch.Tensor) -> MaskForm:
     """
     fn = _FORMS.get(type(module))
     if fn is None or not has_mask_form(module):
-        raise ValueError(f"module={type(module).__name__} has no mask form; allowed: "
-                         f"{', '.join(c.__name__ for c in _FORMS)} (GlobalContext without fuse_add)")
+        allowed = ", ".join(c.__name__ for c in _FORMS)
+        raise ValueError(f"module={type(module).__name__} has no mask form; allowed: {allowed} "
+                         "(GlobalContext without fuse_add)")
     return fn(module, z)
 
