@@ -1,7 +1,8 @@
 """``resattn bench``: the cost of each pattern beside the plain network and timm's peers, one run.
 
 Every row is a model; all rows are measured in the same process, interleaved round by round (row 1,
-row 2, ..., then again), and each figure is the median over the rounds, so a machine that gets
+row 2, ..., then again, each round starting one row later), and each figure is the median over the
+rounds, so a machine that gets
 slower or busier during the run moves every row alike. Reported per row:
 
     params, MFLOPs per image (``torch.utils.flop_counter``: convolutions and matrix products) and
@@ -199,8 +200,8 @@ def run_bench(model_name: str = "cifar_resnet20", variants: Sequence[str] = DEFA
         train()
         evaluate()
         bar.update(1)
-    for _ in range(rounds):
-        for row, train, evaluate in jobs:
+    for r in range(rounds):  # each round starts one row later: no row is always first
+        for row, train, evaluate in jobs[r % len(jobs):] + jobs[:r % len(jobs)]:
             row.train_s.append(_timed(train, steps))
             row.eval_s.append(_timed(evaluate, steps))
             bar.update(1)
