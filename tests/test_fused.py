@@ -236,3 +236,16 @@ def test_scale_terms_matches_scaling_the_path_output():
     keep = torch.tensor([0.0, 2.0, 1.0]).view(3, 1, 1, 1)
     expected = mod(z) * keep
     assert (add_terms(scale_terms(mod.terms(z), keep)) - expected).abs().max().item() <= 1e-6
+
+
+def test_active_drop_path_uses_the_unfolded_sum_and_matches_reference():
+    from timm.layers import DropPath
+    block = BasicBlock(16, 16, 1, _config("dual", "cbam", "near_identity")).train()
+    block.drop_path = DropPath(0.5)
+    x = torch.randn(4, 16, 6, 6)
+    torch.manual_seed(3)
+    y = block(x)
+    torch.manual_seed(3)
+    with fused(False):
+        y_ref = block(x)
+    assert (y - y_ref).abs().max().item() <= 1e-6
