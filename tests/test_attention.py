@@ -105,3 +105,27 @@ def test_identity_path_has_no_parameters():
     assert m.is_identity and len(list(m.parameters())) == 0
     x = torch.randn(1, 8, 2, 2)
     assert m(x) is x
+
+
+@pytest.mark.parametrize("attn,kwargs,match", [
+    ("ge", {"extent": 3}, "extent=3"),
+    ("ge", {"extent": -2}, "extent=-2"),
+    ("se", {"rd_ratio": float("inf")}, "rd_ratio=inf"),
+    ("se", {"rd_ratio": float("nan")}, "rd_ratio=nan"),
+    ("cbam", {"spatial_kernel_size": True}, "spatial_kernel_size=True"),
+    ("eca", {"kernel_size": False}, "kernel_size=False"),
+])
+def test_bad_attention_arguments_name_the_argument(attn, kwargs, match):
+    from resattn.attention import create_attention
+    with pytest.raises(ValueError, match=match):
+        create_attention(attn, 16, **kwargs)
+
+
+def test_batch_one_on_a_1x1_map_names_the_input_not_cbams_inner_size():
+    from resattn import AttentionConfig, BasicBlock
+    block = BasicBlock(8, 8, 1, AttentionConfig(pattern="branch", attn="cbam"),
+                       norm_layer="groupnorm").train()
+    with pytest.raises(ValueError, match=r"attn='cbam'.*\(1, 8, 1, 1\)"):
+        block(torch.randn(1, 8, 1, 1))
+    assert block(torch.randn(2, 8, 1, 1)).shape == (2, 8, 1, 1)
+    assert block.eval()(torch.randn(1, 8, 1, 1)).shape == (1, 8, 1, 1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from typing import Any, Callable, Optional, Union
 
 import torch.nn as nn
@@ -114,8 +115,10 @@ def validate_attn(attn: AttnSpec, kwargs: Optional[dict] = None, *, arg: str = "
 
     Raises:
         ValueError: unknown name (the message lists :data:`ATTN_NAMES`), a keyword the module does not
-            take, ``rd_ratio``/``se_factor`` <= 0, ``rd_channels`` < 1, ``rd_divisor`` < 1, or an
-            even or non-positive ``kernel_size``/``spatial_kernel_size``.
+            take, ``rd_ratio``/``se_factor`` not a finite number > 0, ``rd_channels`` < 1,
+            ``rd_divisor`` not an integer >= 1, an odd or negative ``extent`` (``ge``), or a
+            ``kernel_size``/``spatial_kernel_size`` that is not a positive odd integer (a bool is
+            refused: ``True`` would build a 1x1 kernel).
         TypeError: ``attn`` is neither a string, a callable nor None.
     """
     kwargs = dict(kwargs or {})
@@ -139,18 +142,27 @@ def validate_attn(attn: AttnSpec, kwargs: Optional[dict] = None, *, arg: str = "
             f"{arg} must be an attention name ({', '.join(ATTN_NAMES)}), a callable "
             f"channels -> nn.Module, or None; got {type(attn).__name__}")
     for k in _RATIO_ARGS:
-        if k in kwargs and not (kwargs[k] > 0):
-            raise ValueError(f"{arg} argument {k}={kwargs[k]!r} must be > 0")
+        v = kwargs.get(k)
+        if k in kwargs and (isinstance(v, bool) or not isinstance(v, (int, float))
+                            or not math.isfinite(v) or not v > 0):
+            raise ValueError(f"{arg} argument {k}={v!r} must be > 0 and finite (a number)")
+    if "extent" in kwargs:
+        v = kwargs["extent"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or (v > 0 and v % 2):
+            raise ValueError(f"{arg} argument extent={v!r} is not allowed; allowed: 0 (global "
+                             "gather) or an even integer >= 2 (gather stride)")
     if "rd_channels" in kwargs and kwargs["rd_channels"] is not None and kwargs["rd_channels"] < 1:
         raise ValueError(
             f"{arg} argument rd_channels={kwargs['rd_channels']!r} would give a hidden width < 1; "
             "it must be >= 1 (or None to derive it from rd_ratio)")
-    if "rd_divisor" in kwargs and kwargs["rd_divisor"] < 1:
+    if "rd_divisor" in kwargs and (isinstance(kwargs["rd_divisor"], bool)
+                                   or not isinstance(kwargs["rd_divisor"], int)
+                                   or kwargs["rd_divisor"] < 1):
         raise ValueError(f"{arg} argument rd_divisor={kwargs['rd_divisor']!r} must be >= 1")
     for k in _KERNEL_ARGS:
         if k in kwargs and kwargs[k] is not None:
             v = kwargs[k]
-            if not isinstance(v, int) or v < 1 or v % 2 == 0:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v % 2 == 0:
                 raise ValueError(
                     f"{arg} argument {k}={v!r} must be a positive odd integer (1, 3, 5, 7, ...) so "
                     "that the attention map keeps the input's height and width")

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from timm.layers import GroupNorm, LayerNorm2d, create_act_layer
 
 from .attention import AttnSpec, validate_attn
-from .modulation import Modulation, validate_modulation
+from .modulation import Modulation, add_terms, eager_only, fused_enabled, validate_modulation
 
 __all__ = [
     "PATTERNS", "NORM_LAYERS", "SHORTCUTS", "AttentionConfig", "resolve_pattern",
@@ -73,6 +73,12 @@ class AttentionConfig:
 
     ``gamma_shape`` is ``'scalar'`` or ``'channel'`` for every gamma. ``attn_kwargs`` go to every
     attention module; ``skip_attn_kwargs``/``res_attn_kwargs`` replace them on one dual path.
+
+    Only the dual skip is bounded by default. ``gamma_max=None`` and ``res_gamma_max=None`` leave
+    gamma free: the path gain 1 + gamma * m(z) changes sign once gamma * m < -1 (a tester saw the
+    residual gamma reach -2.2 within 30 steps on noisy data), so the path then inverts its input
+    where the mask is high. Set ``res_gamma_max`` / ``gamma_max`` (for example 1.0: gain in
+    [0, 2]) to keep the sign; ``benchmarks/gamma_bound.py`` measures both on noisy labels.
     """
 
     pattern: str = "none"
@@ -326,6 +332,17 @@ class ResidualBlock(nn.Module):
         return x if self.downsample is None else self.downsample(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting() or not self.fusable():
+            return self.relu(self.combine(x))
+        return self.relu(self.combine_fused(x))
+
+    @eager_only
+    def fusable(self) -> bool:
+        """True when :meth:`combine_fused` applies (see :func:`resattn.modulation.fused`)."""
+        return fused_enabled()
+
+    def combine(self, x: torch.Tensor) -> torch.Tensor:
+        """The block before its activation, one line per pattern (the reference form)."""
         p = self.pattern
         # self.drop_path (stochastic depth, identity by default) acts on the residual term
         if p == "none":
@@ -338,7 +355,24 @@ class ResidualBlock(nn.Module):
             out = self.skip(x) + self.drop_path(self.residual(self.attn(x)))
         else:  # dual
             out = self.skip_attn(self.skip(x)) + self.drop_path(self.res_attn(self.residual(x)))
-        return self.relu(out)
+        return out
+
+    @eager_only
+    def combine_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`combine` with the sums of ``branch`` and ``dual`` folded into the gates
+        (:meth:`Modulation.terms`): skip(x) + A(F(x)) is one ``addcmul``, A_s(skip(x)) + A_r(F(x))
+        one pass per scaled term. The other patterns, and any pattern while a stochastic-depth
+        ``drop_path`` is active (training), are :meth:`combine` (their paths fused inside
+        :class:`Modulation`)."""
+        p = self.pattern
+        if self.training and not isinstance(self.drop_path, nn.Identity):
+            return self.combine(x)
+        if p == "branch":
+            return add_terms([(self.skip(x), None)] + self.attn.terms(self.residual(x)))
+        if p == "dual":
+            return add_terms(self.skip_attn.terms(self.skip(x))
+                             + self.res_attn.terms(self.residual(x)))
+        return self.combine(x)
 
     def gated_paths(self) -> dict[str, Modulation]:
         """The modulations that carry attention in this block, by path name."""

@@ -112,6 +112,7 @@ _TRAIN_SWITCHES = {  # flag -> (field, value, help)
     "--no-channels-last": ("channels_last", False, "keep NCHW memory layout"),
     "--tensorboard": ("tensorboard", True,
                       "also write TensorBoard scalars (RUN/tensorboard/; needs the tensorboard package)"),
+    "--compile": ("compile", True, "torch.compile the model for training"),
 }
 
 
@@ -357,10 +358,25 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
-    print(run_bench(args.model, args.patterns or ["none", "branch", "post", "pre", "dual", "dual-gate"],
-                    batch_size=args.batch_size, input_shape=tuple(args.input),
-                    steps=args.steps, channels_last=not args.no_channels_last))
+    import torch
+
+    from .bench import DEFAULT_VARIANTS, format_table, plot, run_bench, write_csv
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = run_bench(args.model, args.variants or DEFAULT_VARIANTS, batch_size=args.batch_size,
+                     input_shape=tuple(args.input), steps=args.steps, rounds=args.rounds,
+                     dtype=args.dtype, channels_last=not args.no_channels_last,
+                     compile=args.compile, reference=not args.no_reference,
+                     peers=not args.no_peers, progress=not args.no_progress)
+    header = (f"{args.model}, batch {args.batch_size}, input {'x'.join(map(str, args.input))}, "
+              f"{args.dtype}, {'NCHW' if args.no_channels_last else 'channels_last'}, "
+              f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds x "
+              f"{args.steps} steps")
+    print(format_table(rows, header))
+    out = Path(args.out)
+    print(f"csv: {write_csv(rows, out / 'bench.csv')}")
+    print(f"plot: {plot(rows, out / 'bench.png', header)}")
     return 0
 
 
@@ -458,13 +474,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=None, help="ONNX opset (exporter's default)")
     e.set_defaults(func=cmd_export)
 
-    b = sub.add_parser("bench", help="parameters, MFLOPs and training images/s per pattern, side by side")
+    b = sub.add_parser("bench", help="time, saved-for-backward bytes and FLOPs of each pattern vs "
+                                     "plain and timm's peers, in one interleaved run (CSV + PNG)")
     b.add_argument("--model", default="cifar_resnet20")
-    b.add_argument("--patterns", type=_csv(str), default=None)
+    b.add_argument("--variants", "--patterns", type=_csv(str), default=None,
+                   help="comma list of PATTERN[:ATTN] or dual[-gate]:SKIP/RES (default: none, "
+                        "branch:se, post:se, pre:se, dual:eca/cbam, dual-gate:eca/cbam, dual:se/se, "
+                        "dual:eca/eca)")
     b.add_argument("--batch-size", type=_positive_int, default=128)
     b.add_argument("--input", type=_chw, default=[1, 28, 28], help="C,H,W (default 1,28,28)")
-    b.add_argument("--steps", type=_positive_int, default=10)
+    b.add_argument("--steps", type=_positive_int, default=3, help="steps per row and round")
+    b.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds (median)")
+    b.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast")
+    b.add_argument("--compile", action="store_true", help="add every row under torch.compile")
+    b.add_argument("--no-reference", action="store_true",
+                   help="leave out the unfused (reference) form of each variant")
+    b.add_argument("--no-peers", action="store_true", help="leave out timm's peers")
     b.add_argument("--no-channels-last", action="store_true")
+    b.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads (default torch's; 1 is steadier on a shared machine)")
+    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--out", default="runs/bench", help="folder for bench.csv and bench.png")
     b.set_defaults(func=cmd_bench)
     return p
 

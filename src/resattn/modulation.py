@@ -13,19 +13,108 @@ applied to the attention term only.
 With ``gamma_max`` set, gamma is bounded: gamma = gamma_max * tanh(theta / gamma_max), where theta is
 the stored parameter (slope 1 at 0, so small gammas train like the unbounded form). For a mask in
 [0, 1] the path gain z -> out then stays within [1 - gamma_max, 1 + gamma_max]: the skip can be tuned
-but never closed.
+but never closed. Unbounded (``gamma_max=None``, the default of every path but the dual skip),
+gamma can leave [-1, 1] and, once gamma * m < -1 somewhere, 1 + gamma * m(z) changes sign: the path
+then inverts its input there. A tester saw a residual gamma reach -2.2 within 30 steps on noisy
+data; set ``gamma_max`` (for example 1.0) where the sign must stay.
+
+Fused paths. For an attention type with a mask form (:mod:`resattn.masks`: every timm type resattn
+supports except ``gca``) the path is computed from the mask, in one operation on the full map:
+
+    gate:           out = z * m                     (CBAM: p * m_s, p = z * m_c)
+    near_identity:  out = z * (1 + gamma * m)       (CBAM: addcmul(z, p, gamma * m_s))
+
+and autograd saves z (p for CBAM) and the small mask only, not z * m nor gamma * (z * m).
+:meth:`Modulation.terms` gives A(z) as a sum of such products so that a block can fold its skip
+into the same operation (:func:`add_terms`: skip + A(F(x)) is one ``addcmul``). Types without a
+mask form, user callables, TorchScript and tracing/ONNX export use the reference form
+``attn(z)`` / ``z + gamma * attn(z)``. ``fused(False)`` (a context manager) or :func:`set_fused`
+switches every path back to the reference form, for comparisons.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from .attention import AttnSpec, attn_name, create_attention
+from .masks import has_mask_form, mask_form
 
-__all__ = ["MODULATIONS", "GAMMA_SHAPES", "Modulation", "validate_modulation"]
+__all__ = ["MODULATIONS", "GAMMA_SHAPES", "Modulation", "validate_modulation", "fused",
+           "set_fused", "fused_enabled", "add_terms", "scale_terms", "Terms"]
+
+#: A(z) as a sum of products: [(p, s), ...] means sum of p * s (s None: p itself).
+Terms = List[Tuple[torch.Tensor, Optional[torch.Tensor]]]
+
+_FUSED = True
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def eager_only(fn: Any) -> Any:
+    """``torch.jit.unused`` for code that TorchScript must skip: the string annotations of this
+    file (``from __future__ import annotations``) are resolved first, as TorchScript needs them
+    for the stub it compiles in place of ``fn``."""
+    import typing
+    fn.__annotations__ = typing.get_type_hints(fn)
+    return torch.jit.unused(fn)
+
+
+def set_fused(enabled: bool) -> None:
+    """Use the fused (True, default) or the reference (False) form on every gated path."""
+    global _FUSED
+    _FUSED = bool(enabled)
+
+
+@contextlib.contextmanager
+def fused(enabled: bool = True) -> Iterator[None]:
+    """Context manager: ``with fused(False): model(x)`` runs the reference (unfused) form."""
+    before = _FUSED
+    set_fused(enabled)
+    try:
+        yield
+    finally:
+        set_fused(before)
+
+
+@eager_only
+def fused_enabled() -> bool:
+    """True when fused paths are on and nothing needs the reference form (tracing, ONNX export)."""
+    return _FUSED and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+
+
+@eager_only
+def scale_terms(terms: Terms, factor: torch.Tensor) -> Terms:
+    """Every term times ``factor`` (small, for example a per-sample drop-path scale (N, 1, 1, 1)):
+    a wrapper of a path's output applied to its :data:`Terms` without a full pass."""
+    return [(p, factor if s is None else s * factor) for p, s in terms]
+
+
+@eager_only
+def add_terms(terms: Terms) -> torch.Tensor:
+    """sum of p * s over ``terms`` in one pass per scaled term: an unscaled term starts the sum for
+    free, each scaled one is an ``addcmul``. s is cast to p's dtype (under autocast the masks stay
+    small while the maps keep bf16). Shapes: every p (N, C, H, W), every s broadcastable to it."""
+    out: Optional[torch.Tensor] = None
+    rest = []
+    for p, s in terms:
+        if s is None and out is None:
+            out = p
+        else:
+            rest.append((p, s))
+    for p, s in rest:
+        if s is not None and s.dtype != p.dtype:
+            s = s.to(p.dtype)
+        if out is None:
+            out = p if s is None else p * s
+        elif s is None:
+            out = out + p
+        else:
+            out = torch.addcmul(out, p, s)
+    assert out is not None, "add_terms needs at least one term"
+    return out
 
 MODULATIONS: tuple[str, ...] = ("gate", "near_identity")
 GAMMA_SHAPES: tuple[str, ...] = ("scalar", "channel")
@@ -86,7 +175,13 @@ class Modulation(nn.Module):
         gamma: the stored parameter (theta when bounded), only with ``near_identity``.
 
     Raises:
-        ValueError: see :func:`validate_modulation` and :func:`resattn.attention.validate_attn`.
+        ValueError: see :func:`validate_modulation` and :func:`resattn.attention.validate_attn`;
+            in training, an input of batch 1 and size 1x1 to a type with a BatchNorm inside
+            (``cbam``), which names the input's shape.
+
+    Unbounded gamma: with ``gamma_max=None`` the path gain 1 + gamma * m is not kept positive;
+    gamma < -1 lets it change sign where m is near 1 (a residual gamma reached -2.2 within 30
+    steps on noisy data in a tester's run). Bound it (``gamma_max``) where that matters.
     """
 
     def __init__(self, attn: AttnSpec, channels: int, modulation: str = "gate", *,
@@ -96,6 +191,7 @@ class Modulation(nn.Module):
         super().__init__()
         validate_modulation(modulation, gamma_init, gamma_max, gamma_shape, prefix=prefix)
         self.mode = modulation
+        self.arg = arg
         self.attn_type = attn_name(attn)
         self.attn = create_attention(attn, channels, arg=arg, **(attn_kwargs or {}))
         self.gamma_max = None if gamma_max is None else float(gamma_max)
@@ -107,6 +203,9 @@ class Modulation(nn.Module):
             self.gamma = nn.Parameter(torch.full(shape, theta))
         else:
             self.register_parameter("gamma", None)
+        # CBAM's spatial stage normalises (N, 1, H, W) with BatchNorm: it needs N * H * W > 1
+        self.needs_batch = self.attn is not None and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.attn.modules())
 
     @property
     def is_identity(self) -> bool:
@@ -120,10 +219,80 @@ class Modulation(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.attn is None:
             return z
+        if not torch.jit.is_scripting():
+            self.check_input(z)
+            if self.fusable():
+                return add_terms(self._mask_terms(z))
+        return self.reference(z)
+
+    @eager_only
+    def check_input(self, z: torch.Tensor) -> None:
+        """Raise a ValueError naming the input when a BatchNorm inside the attention module would
+        see one value per channel in training (batch 1 on a 1x1 map: CBAM's spatial stage)."""
+        if self.training and getattr(self, "needs_batch", False) and z.dim() == 4 and \
+                z.shape[0] * z.shape[2] * z.shape[3] == 1:
+            raise ValueError(
+                f"{self.arg}={self.attn_type!r} in training normalises over batch x height x "
+                f"width with BatchNorm, which needs more than one value; its input (N, C, H, W) "
+                f"is {tuple(z.shape)}: use a batch size >= 2 or larger inputs, or model.eval()")
+
+    def reference(self, z: torch.Tensor) -> torch.Tensor:
+        """The unfused form: ``attn(z)`` (gate) or ``z + gamma * attn(z)`` (near_identity)."""
+        if self.attn is None:
+            return z
         gamma = self.gamma
         if gamma is None:  # gate
             return self.attn(z)
         return z + bounded_gamma(gamma, self.gamma_max) * self.attn(z)
+
+    @eager_only
+    def fusable(self) -> bool:
+        """True when this path runs fused now: fusion on, a mask form for its attention type."""
+        return fused_enabled() and has_mask_form(self.attn)
+
+    @eager_only
+    def terms(self, z: torch.Tensor) -> Terms:
+        """A(z) as :data:`Terms` (a sum of products, see :func:`add_terms`).
+
+        The identity path is [(z, None)]; a path without a fused form is [(A(z), None)]. Forward
+        hooks on this module (the gate monitor's) still see (z, A(z)): A(z) is then computed
+        for them under ``no_grad`` (one extra pass); they observe, their return value is not
+        used, and the block's output stays the same as without them.
+        """
+        if self.attn is None:
+            return [(z, None)]
+        if not self.fusable():
+            return [(self(z), None)]
+        self.check_input(z)
+        terms = self._mask_terms(z)
+        if self._forward_hooks or self._forward_pre_hooks:
+            self._observe(z, terms)
+        return terms
+
+    @eager_only
+    def _observe(self, z: torch.Tensor, terms: Terms) -> None:
+        for hook in self._forward_pre_hooks.values():
+            hook(self, (z,))
+        if self._forward_hooks:
+            with torch.no_grad():
+                out = add_terms(terms)
+            for key, hook in self._forward_hooks.items():
+                if key in self._forward_hooks_with_kwargs:
+                    hook(self, (z,), {}, out)
+                else:
+                    hook(self, (z,), out)
+
+    @eager_only
+    def _mask_terms(self, z: torch.Tensor) -> Terms:
+        p, m = mask_form(self.attn, z)
+        if self.gamma is None:  # gate: p * m
+            return [(z if p is None else p, m)]
+        gm = bounded_gamma(self.gamma, self.gamma_max) * m
+        if p is not None:  # two stages: z + gamma * (p * m)
+            return [(z, None), (p, gm)]
+        if z.dtype in _LOW_PRECISION:  # 1 + gamma * m would round gamma * m away
+            return [(z, None), (z, gm)]
+        return [(z, 1 + gm)]
 
     def extra_repr(self) -> str:
         s = f"mode={self.mode}, attn={self.attn_type}"

@@ -91,6 +91,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     channels_last: bool = True
+    compile: bool = False
     log_every: int = 20
     monitor: bool = True
     monitor_every: int = 10
@@ -139,7 +140,7 @@ class TrainConfig:
             raise ValueError(f"device={self.device!r}: CUDA is not available on this machine; "
                              "use device='cpu' or 'auto'")
         for name in ("bf16", "deterministic", "augment", "channels_last", "monitor", "download",
-                     "tensorboard"):
+                     "tensorboard", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false")
         return self
@@ -159,7 +160,7 @@ class TrainConfig:
 #: Options that may differ when a run is resumed (they do not change what is trained).
 RESUMABLE_CHANGES = frozenset({"log_every", "monitor", "monitor_every", "skip_gain_threshold",
                                "device", "num_workers", "data_dir", "download",
-                               "tensorboard"})
+                               "tensorboard", "compile"})
 
 
 def config_changes(saved: dict[str, Any], config: "TrainConfig") -> dict[str, tuple[Any, Any]]:
@@ -587,6 +588,8 @@ def _prepare(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=config.attn_only_epochs > 0)
+    if config.compile:  # torch.compile of the training forward (the model's weights are shared)
+        net = torch.compile(net)
     sinks: list[Any] = []
     if ddp.main:
         from .sinks import JsonlSink
