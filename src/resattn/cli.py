@@ -283,10 +283,12 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0
     out = args.out or str(Path("runs") / "studies" / f"{study.name}-{args.budget}")
     extra = {k: v for k, v in dict(device=args.device, tensorboard=args.tensorboard or None,
+                                   compile=args.compile or None,
                                    num_workers=args.num_workers).items() if v is not None}
     command = " ".join(shlex.quote(a) for a in ["resattn", "study", args.file, "--budget", args.budget,
                                                  "--out", out] + (["--tensorboard"] if args.tensorboard else [])
-                       + (["--device", args.device] if args.device else []))
+                       + (["--device", args.device] if args.device else [])
+                       + (["--compile"] if args.compile else []))
     res = run_study(study, args.budget, out, command=command, progress=not args.no_progress,
                     extra=extra, executor=_executor_from_args(args))
     print()
@@ -435,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     s.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (image folders)")
     s.add_argument("--tensorboard", action="store_true", help="TensorBoard scalars per run")
+    s.add_argument("--compile", action="store_true", help="torch.compile each run's model")
     s.add_argument("--dry-run", action="store_true", help="validate and count the runs; train nothing")
     s.add_argument("--no-progress", action="store_true")
     _add_executor_args(s)

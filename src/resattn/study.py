@@ -308,7 +308,7 @@ def run_study(study: Study, budget: str, out: str | Path, *, command: str, progr
     """Run the study's grid at ``budget`` through :func:`resattn.compare.run_specs` (on
     ``executor``, default sequential; see :mod:`resattn.executors`) and write
     ``out/report.md``, ``study.json``, ``results.csv``, ``summary.csv``, the plots and a copy of the
-    study file. ``extra``: run options that do not change results (device, tensorboard).
+    study file. ``extra``: execution options (device, tensorboard, compile, num_workers).
 
     Raises:
         ValueError: ``budget`` not in the study; runs in ``out`` made with other options.
