@@ -81,8 +81,17 @@ def fused(enabled: bool = True) -> Iterator[None]:
 
 @eager_only
 def fused_enabled() -> bool:
-    """True when fused paths are on and nothing needs the reference form (tracing, ONNX export)."""
-    return _FUSED and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+    """True when fused paths are on and nothing needs the reference form (TorchScript tracing,
+    torch.fx symbolic tracing, ONNX export): the fused form branches on the mask's type."""
+    return (_FUSED and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+            and not fx_tracing())
+
+
+@eager_only
+def fx_tracing() -> bool:
+    """True inside ``torch.fx.symbolic_trace`` (timm's feature extraction uses it): shapes are
+    proxies there, so eager-only checks and the fused form step aside."""
+    return torch.fx._symbolic_trace.is_fx_symbolic_tracing()
 
 
 @eager_only
@@ -219,7 +228,7 @@ class Modulation(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.attn is None:
             return z
-        if not torch.jit.is_scripting():
+        if not torch.jit.is_scripting() and not fx_tracing():
             self.check_input(z)
             if self.fusable():
                 return add_terms(self._mask_terms(z))
