@@ -1,4 +1,6 @@
 """Gate diagnostics: values checked against direct computations, hooks, cost-free outputs."""
+import copy
+
 import pytest
 import timm
 import torch
@@ -247,3 +249,125 @@ def test_on_gpu_values_stay_on_device_until_summary():
                    if isinstance(v, torch.Tensor))
     s = mon.summary()
     assert 0.3 < s["layer3.2"]["skip_gain"] < 0.8
+
+
+def _hook_counts(model):
+    """Forward hooks on the Modulations and on the residual blocks (and their submodules)."""
+    mods = [m for m in model.modules() if isinstance(m, resattn.modulation.Modulation)]
+    blocks = [m for b in model.modules() if isinstance(b, resattn.ResidualBlock)
+              for m in b.modules()]
+    return (sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in mods),
+            sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in blocks))
+
+
+def test_block_hooks_present_only_during_recorded_forwards():
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet20", in_chans=1, pattern="dual", stages=[1, 2, 3])
+    x = torch.randn(4, 1, 28, 28)
+    seen = []  # counts from inside each forward, taken by a probe on a plain Sequential
+    model.layer3.register_forward_pre_hook(lambda m, a: seen.append(_hook_counts(model)))
+    n_mods = sum(len(b.gated_paths()) for b in model.blocks())  # one hook per gated path
+    assert n_mods == 18
+    with GateMonitor(model, every=3) as mon:
+        for i in range(7):  # train mode, with backward; forwards 0, 3, 6 record
+            model(x).square().mean().backward()
+            assert _hook_counts(model) == (0, 0), i
+        model.eval()
+        with torch.no_grad():
+            model(x)  # forward 7: not recorded
+        assert mon.num_recorded == 3
+    assert [c[0] for c in seen] == [n_mods, 0, 0, n_mods, 0, 0, n_mods, 0]
+    assert all(c[1] >= c[0] for c in seen) and seen[1][1] == 0
+    assert _hook_counts(model) == (0, 0)
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks)
+               for m in model.modules()) == 1  # the probe's pre-hook only
+
+
+def test_recorded_forwards_give_the_values_of_a_monitor_on_every_forward():
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet20", in_chans=1, pattern="dual", skip_attn="se",
+                         skip_modulation="gate", stages=[1, 2, 3]).train()
+    ref = copy.deepcopy(model)
+    xs = [torch.randn(8, 1, 28, 28) for _ in range(7)]
+    with GateMonitor(model, every=3) as mon:
+        for x in xs:
+            model(x).square().mean().backward()
+    with GateMonitor(ref, every=1) as mon_ref:  # hooks on every forward, as before
+        for x in xs[::3]:
+            ref(x).square().mean().backward()
+    got, want = mon.summary(), mon_ref.summary()
+    assert list(got) == list(want) and len(got) == 9
+    assert all(list(got[b]) == list(want[b]) for b in want)
+    assert max(abs(got[b][k] - want[b][k]) for b in want for k in want[b]) <= 1e-6
+    assert 0.3 < got["layer3.2"]["skip_gain"] < 0.8
+
+
+def test_outputs_and_gradients_equal_with_and_without_the_monitor():
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet20", in_chans=1, pattern="dual", stages=[1, 2, 3])
+    other = copy.deepcopy(model)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, other)]
+    with GateMonitor(model, every=2):
+        for _ in range(4):  # recorded and not, with steps in between
+            x = torch.randn(8, 1, 28, 28)
+            outs = [m(x) for m in (model, other)]
+            assert torch.equal(outs[0], outs[1])
+            for out, opt in zip(outs, opts):
+                out.square().mean().backward()
+            for p, q in zip(model.parameters(), other.parameters()):
+                assert torch.equal(p.grad, q.grad)
+            for opt in opts:
+                opt.step()
+                opt.zero_grad()
+
+
+def test_a_forward_that_raises_leaves_no_block_hooks():
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet20", in_chans=1, pattern="dual", stages=[1, 2, 3]).eval()
+    x = torch.randn(4, 1, 28, 28)
+    fail = [True]
+
+    def boom(module, args, out):
+        if fail[0]:
+            raise RuntimeError("boom")
+
+    model.layer2.register_forward_hook(boom)
+    with GateMonitor(model, every=1) as mon:
+        with torch.no_grad(), pytest.raises(RuntimeError, match="boom"):
+            model(x)  # raises after the hooks of layer3 are in place
+        assert _hook_counts(model) == (0, 0)
+        assert set(mon.summary()) == {f"layer{s}.{b}" for s in (1, 2) for b in range(3)}
+        # hooks left behind (a forward hook that never ran) go at the next forward's start
+        mon._probes[0].install()
+        mon._probes[-1].install()
+        mon._probes[-1].norms["stale"] = torch.ones(())
+        assert _hook_counts(model)[1] > 0
+        fail[0] = False
+        mon.every = 2  # forward 1: not recorded
+        with torch.no_grad():
+            model(x)
+            assert _hook_counts(model) == (0, 0) and mon.num_recorded == 0
+            model(x)  # forward 2: recorded, values as by hand
+    got, want = mon.summary(), direct_metrics(model, x)
+    assert list(got) == list(want)
+    for name in want:
+        for key in ("skip_gain", "residual_share"):
+            assert got[name][key] == pytest.approx(want[name][key], rel=1e-5, abs=1e-6)
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 1
+
+
+@pytest.mark.parametrize("index", [0, 1])  # layer2.0 has a downsample, layer2.1 not
+def test_monitor_on_a_single_block(index):
+    torch.manual_seed(0)
+    block = create_model("cifar_resnet20", pattern="branch", attn="se").layer2[index].eval()
+    h = torch.randn(2, block.conv1.in_channels, 16, 16)
+    with GateMonitor(block, every=2) as mon:
+        with torch.no_grad():
+            block(h)
+            block(torch.randn_like(h))
+    got = mon.summary()[""]
+    with torch.no_grad():
+        s, r = block.skip(h), block.attn(block.residual(h))
+    assert got["skip_gain"] == 1.0 and mon.history[-1] == {"": got}
+    assert got["residual_share"] == pytest.approx(fro(r) / (fro(s) + fro(r)), rel=1e-5)
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in block.modules()) == 0

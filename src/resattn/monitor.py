@@ -24,9 +24,12 @@ keeps its gain in [0.75, 1.25], so it can never fall below 0.7; a sigmoid ``gate
 starts near 0.5 (masks about sigmoid(0)) and, stacked over L blocks, shrinks the signal by about
 0.5^L. A gain under 0.7 therefore means a skip that is closing, not one being tuned.
 
-Everything is computed in forward hooks (the blocks' forward is untouched) under
-``torch.no_grad()`` at the moment the tensor is produced (in-place activations change tensors
-later), kept as detached tensors on the model's device and turned into Python floats only in
+Everything is computed in forward hooks (the blocks' forward is untouched); the hooks on the
+blocks and their gated paths are registered only for the recorded forwards (every ``every``-th) by
+a forward pre-hook on the model and removed by its forward hook (also when the forward raises), so
+the other forwards run the fused gated paths without the extra pass a hook on a Modulation costs.
+Values are computed under ``torch.no_grad()`` at the moment the tensor is produced (in-place
+activations change tensors later), kept as detached tensors on the model's device and turned into Python floats only in
 :meth:`GateMonitor.summary`, so a monitor can stay on during training on a GPU without a
 synchronisation per step.
 """
@@ -62,7 +65,8 @@ def _norm(t: torch.Tensor) -> torch.Tensor:
 
 
 class _BlockProbe:
-    """Hooks of one block; norms of the current forward in ``self.norms``."""
+    """Hooks of one block, in place only during a recorded forward (:meth:`install` /
+    :meth:`remove`); norms of the current forward in ``self.norms``."""
 
     def __init__(self, monitor: "GateMonitor", name: str, block: ResidualBlock) -> None:
         self.monitor = monitor
@@ -72,49 +76,53 @@ class _BlockProbe:
         self.paths = block.gated_paths()
         self.norms: dict[str, torch.Tensor] = {}
         self.handles: list[RemovableHandle] = []
-        hook = self.handles.append
         p = self.pattern
         self.skip_gated = p == "dual" and "skip_attn" in self.paths
         self.res_gate = {"branch": "attn", "dual": "res_attn"}.get(p)
         if self.res_gate not in self.paths:
             self.res_gate = None
+        #: the monitored model is this block: its own pre/post hooks are called by the monitor's
+        #: model-level hooks (a hook registered during a forward's pre-hooks would miss it)
+        self.is_root = block is monitor.model
+
+    def install(self) -> None:
+        """Register the hooks for one forward."""
+        hook = self.handles.append
+        block = self.block
         if not self.skip_gated:  # ||skip(x)||: block input, or the shortcut's output
             if block.downsample is None:
-                hook(block.register_forward_pre_hook(self._on_input))
+                if not self.is_root:
+                    hook(block.register_forward_pre_hook(self._on_input))
             else:
                 hook(block.downsample.register_forward_hook(self._on_shortcut))
         if self.res_gate is None:  # r = F's output (F(x), or F(A(x)) in pre)
             hook(block.branch_output().register_forward_hook(self._on_branch))
         for path, mod in self.paths.items():
             hook(mod.register_forward_hook(self._gate_hook(path)))
-        hook(block.register_forward_hook(self._on_output))
+        if not self.is_root:
+            hook(block.register_forward_hook(self._on_output))
 
     def _on_input(self, module: nn.Module, args: tuple) -> None:
-        if self.monitor._recording:
+        if not self.skip_gated and self.block.downsample is None:
             with torch.no_grad():
                 self.norms["skip_in"] = _norm(args[0])
 
     def _on_shortcut(self, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        if self.monitor._recording:
-            with torch.no_grad():
-                self.norms["skip_in"] = _norm(out)
+        with torch.no_grad():
+            self.norms["skip_in"] = _norm(out)
 
     def _on_branch(self, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        if self.monitor._recording:
-            with torch.no_grad():
-                self.norms["branch"] = _norm(out)
+        with torch.no_grad():
+            self.norms["branch"] = _norm(out)
 
     def _gate_hook(self, path: str) -> Callable[..., None]:
         def on_gate(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            if self.monitor._recording:
-                with torch.no_grad():
-                    self.norms[f"{path}.in"] = _norm(args[0])
-                    self.norms[f"{path}.out"] = _norm(out)
+            with torch.no_grad():
+                self.norms[f"{path}.in"] = _norm(args[0])
+                self.norms[f"{path}.out"] = _norm(out)
         return on_gate
 
     def _on_output(self, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        if not self.monitor._recording:
-            return
         n = self.norms
         with torch.no_grad():
             metrics: dict[str, Any] = {}
@@ -137,9 +145,11 @@ class _BlockProbe:
         self.monitor._add(self.name, metrics)
 
     def remove(self) -> None:
+        """Remove the hooks and drop the norms of an unfinished forward."""
         for h in self.handles:
             h.remove()
         self.handles.clear()
+        self.norms.clear()
 
 
 class GateMonitor:
@@ -173,6 +183,7 @@ class GateMonitor:
         self.history: list[dict[str, dict[str, float]]] = []
         self._probes: list[_BlockProbe] = []
         self._root: Optional[RemovableHandle] = None
+        self._root_end: Optional[RemovableHandle] = None
         self._forwards = 0
         self._recording = False
         #: forwards recorded since the last reset
@@ -200,19 +211,20 @@ class GateMonitor:
         if self.attached:
             return self
         self.blocks = self._find_blocks()  # the model may have been converted since
-        self._root = self.model.register_forward_pre_hook(self._on_model_forward)
         self._probes = [_BlockProbe(self, name, block) for name, block in self.blocks]
+        self._root = self.model.register_forward_pre_hook(self._on_model_forward)
+        # always_call: runs even when the forward raises, so no block hook outlives it
+        self._root_end = self.model.register_forward_hook(self._on_model_end, always_call=True)
         return self
 
     def detach(self) -> None:
         """Remove every hook; the recorded values stay."""
-        for probe in self._probes:
-            probe.remove()
+        self._remove_block_hooks()
         self._probes = []
-        if self._root is not None:
-            self._root.remove()
-            self._root = None
-        self._recording = False
+        for handle in (self._root, self._root_end):
+            if handle is not None:
+                handle.remove()
+        self._root = self._root_end = None
 
     def __enter__(self) -> "GateMonitor":
         return self.attach()
@@ -220,10 +232,33 @@ class GateMonitor:
     def __exit__(self, *exc: Any) -> None:
         self.detach()
 
+    def _remove_block_hooks(self) -> None:
+        for probe in self._probes:
+            probe.remove()
+        self._recording = False
+
     def _on_model_forward(self, module: nn.Module, args: tuple) -> None:
-        self._recording = self._forwards % self.every == 0
+        # Block and path hooks exist only during a recorded forward: a hook on a Modulation
+        # makes its fused path compute A(z) once more for the hook (see Modulation.terms).
+        self._remove_block_hooks()  # left by a forward that raised before the model-level end
+        recording = self._forwards % self.every == 0
         self._forwards += 1
-        self.num_recorded += self._recording
+        if not recording:
+            return
+        self.num_recorded += 1
+        self._recording = True
+        for probe in self._probes:
+            probe.install()
+            if probe.is_root:
+                probe._on_input(module, args)
+
+    def _on_model_end(self, module: nn.Module, args: tuple, out: Any) -> None:
+        # called with out=None when the forward raised (always_call): record nothing then
+        if self._recording and out is not None:
+            for probe in self._probes:
+                if probe.is_root:
+                    probe._on_output(module, args, out)
+        self._remove_block_hooks()
 
     def _add(self, block: str, metrics: dict[str, Any]) -> None:
         sums, counts = self._sums[block], self._counts[block]
