@@ -169,6 +169,7 @@ budgets:
     # found by QA: these passed validation (or raised KeyError/TypeError) before
     (("seeds: [0, 1]", "seeds: []"), r"budgets\.smoke\.seeds=\[\] must be a non-empty list of integers"),
     (("seeds: [0, 1]", "seeds: 3"), r"budgets\.smoke\.seeds=3 must be a non-empty list of integers"),
+    (("seeds: [0, 1]", "seeds: [1, 1]"), r"budgets\.smoke\.seeds=\[1, 1\] repeats a seed"),
     (("worse: b", "worse: a"), r"hypothesis: better and worse are both 'a'"),
     (("dataset: digits", "dataset: mnist"), r"dataset='mnist' is not allowed; allowed: fashion-mnist, digits"),
     (("train_subset: 100", "train_subset: -5"), r"train_subset=-5 must be an integer >= 1"),

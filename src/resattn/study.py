@@ -141,6 +141,9 @@ class Study:
                 or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds)):
             raise ValueError(f"{self.path}: budgets.{budget}.seeds={seeds!r} must be a non-empty "
                              "list of integers, for example [0, 1, 2]")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"{self.path}: budgets.{budget}.seeds={seeds!r} repeats a seed; each "
+                             "seed must appear once (a repeated run would be counted twice)")
         base = {**self.fixed, **(b.get("fixed") or {}),
                 **{k: b[k] for k in ("train_subset", "test_subset", "epochs", "batch_size") if k in b}}
         out = []
