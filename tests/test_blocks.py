@@ -134,6 +134,20 @@ def test_dual_per_path_kwargs_and_errors():
         AttentionConfig(pattern="dual", res_attn="xyz")
 
 
+@pytest.mark.parametrize("key, value, match", [
+    ("skip_gamma_max", "big", r"skip_gamma_max='big' must be a finite number > 0, or None"),
+    ("res_gamma_max", "0.5", r"res_gamma_max='0.5' must be a finite number > 0, or None"),
+    ("res_gamma_max", True, r"res_gamma_max=True must be a finite number > 0, or None"),
+    ("skip_gamma_init", "0.1", r"skip_gamma_init='0.1' must be a finite number"),
+    ("gamma_init", None, r"^gamma_init=None must be a finite number"),
+    ("gamma_max", [1.0], r"^gamma_max=\[1.0\] must be a finite number > 0"),
+])
+def test_gamma_options_of_the_wrong_type_name_the_argument(key, value, match):
+    # before: "could not convert string to float: 'big'", TypeError from abs('0.1'), True taken as 1
+    with pytest.raises(ValueError, match=match):
+        AttentionConfig(pattern="dual", **{key: value})
+
+
 def test_shortcut_a_is_parameter_free_zero_padding():
     s = ShortcutA(16, 32, 2)
     x = torch.randn(2, 16, 9, 7)

@@ -107,6 +107,19 @@ def test_grid_expansion_and_errors():
         CompareConfig(dataset="mnist").validate()
 
 
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(seeds=[0, 0]), r"seeds=\[0, 0\] repeats 0; each value must appear once"),
+    (dict(patterns=["none", "0", "dual"]), r"patterns=\['none', 'none', 'dual'\] repeats none"),
+    (dict(lrs=[0.1, 0.1]), r"lr=\[0.1, 0.1\] repeats 0.1"),
+    (dict(attn=["se", "se"]), r"attn=\['se', 'se'\] repeats se"),
+])
+def test_repeated_grid_values_are_refused(kwargs, match):
+    # found by QA: --seeds 0,0 ran one run, listed it twice and reported n=2, std 0
+    with pytest.raises(ValueError, match=match):
+        CompareConfig(dataset="digits", **kwargs).validate()
+
+
 def test_cli_compare_with_yaml_and_python_m(tmp_path, capsys):
     cfg = tmp_path / "grid.yaml"
     cfg.write_text("dataset: digits\npatterns: [none]\nepochs: 1\nseeds: [0, 1]\nlr: 0.05\n")

@@ -166,6 +166,19 @@ budgets:
     (("smoke: {epochs: 1", "smoke: {epoch: 1"), r"budgets\.smoke\.epoch: unknown key"),
     (("test: paired_ci", "test: vibes"), r"decision_rule\.test='vibes' is not allowed"),
     (("smoke: {epochs: 1", "smoke: {epochs: 0"), r"epochs=0 must be an integer >= 1"),
+    # found by QA: these passed validation (or raised KeyError/TypeError) before
+    (("seeds: [0, 1]", "seeds: []"), r"budgets\.smoke\.seeds=\[\] must be a non-empty list of integers"),
+    (("seeds: [0, 1]", "seeds: 3"), r"budgets\.smoke\.seeds=3 must be a non-empty list of integers"),
+    (("seeds: [0, 1]", "seeds: [1, 1]"), r"budgets\.smoke\.seeds=\[1, 1\] repeats a seed"),
+    (("worse: b", "worse: a"), r"hypothesis: better and worse are both 'a'"),
+    (("dataset: digits", "dataset: mnist"), r"dataset='mnist' is not allowed; allowed: fashion-mnist, digits"),
+    (("train_subset: 100", "train_subset: -5"), r"train_subset=-5 must be an integer >= 1"),
+    (("{pattern: dual}", "{pattern: quad}"), r"variant 'a' .*pattern='quad' is not allowed"),
+    (("{pattern: dual}", "{pattern: dual, res_attn: foo}"), r"res_attn='foo' is not a supported attention type"),
+    (("{pattern: dual}", "{pattern: dual, skip_gamma_max: big}"),
+     r"skip_gamma_max='big' must be a finite number > 0, or None"),
+    (("metric: final_acc}", "metric: final_acc, where: {model: cifar_resnet20}}"),
+     r"where\.model: 'model' is not a factor of this study; factors: lr"),
 ])
 def test_study_validator_names_the_key(tmp_path, edit, match):
     path = tmp_path / "s.yaml"
@@ -182,6 +195,18 @@ def test_study_grid_pairs_and_precedence(tmp_path):
                                          "b-lr0.05-s0", "b-lr0.05-s1", "b-lr0.1-s0", "b-lr0.1-s1"]
     assert specs[4].config.model_kwargs == {"pattern": "dual", "skip_modulation": "gate"}
     assert (specs[2].config.lr, specs[2].config.train_subset, specs[2].cell) == (0.1, 100, {"lr": "0.1"})
+
+
+def test_study_budget_not_in_the_file_is_a_clear_cli_error(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD)
+    assert load_study(path).budgets.keys() == {"smoke"}
+    with pytest.raises(ValueError, match=r"budget='cpu' is not defined in this study; defined: smoke"):
+        load_study(path).specs("cpu")
+    assert main(["study", str(path), "--budget", "cpu", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "budget='cpu' is not defined in this study; defined: smoke" in err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.stem)

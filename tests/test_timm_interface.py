@@ -106,6 +106,19 @@ def test_features_only_channels_reductions_and_shapes():
     g = timm.create_model("resattn_resnet50", features_only=True, feature_cls="getter",
                           device="meta")
     assert g.feature_info.channels() == [64, 256, 512, 1024, 2048]
+    assert timm.create_model("resattn_cifar_resnet20", features_only=True, out_indices=(0, -1),
+                             device="meta").feature_info.channels() == [16, 64]
+    for name, bad, match in [("resattn_cifar_resnet20", (1, 2, 3, 4), r"4 is not a feature level .* 0\.\.3 \(or -4\.\.-1\)"),
+                             ("resattn_resnet18", (5,), r"5 is not a feature level .* 0\.\.4 \(or -5\.\.-1\)"),
+                             ("resattn_resnet18", (-6,), r"-6 is not a feature level")]:
+        with pytest.raises(ValueError, match=match):  # before: a bare IndexError from timm
+            timm.create_model(name, features_only=True, out_indices=bad)
+
+
+@pytest.mark.parametrize("rate", ["0.1", True])
+def test_drop_path_rate_of_the_wrong_type_names_it(rate):
+    with pytest.raises(ValueError, match=rf"drop_path_rate={rate!r} must be in \[0, 1\)"):
+        timm.create_model("resattn_cifar_resnet20", drop_path_rate=rate, device="meta")
 
 
 def test_forward_intermediates_prune_and_head():

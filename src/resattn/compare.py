@@ -140,6 +140,13 @@ class CompareConfig:
             raise ValueError("seeds must list at least one seed")
         if not self.lrs or any(not lr > 0 for lr in self.lrs):
             raise ValueError(f"lr={self.lrs!r}: each learning rate must be > 0")
+        # a repeated value is the same run twice: it would count as two seeds in the statistics
+        for arg, values in (("patterns", self.patterns), ("seeds", self.seeds), ("lr", self.lrs),
+                            ("attn", self.attn or [])):
+            repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+            if repeated:
+                raise ValueError(f"{arg}={list(values)!r} repeats {', '.join(repeated)}; each value "
+                                 "must appear once (a repeated run would be counted twice)")
         unknown = set(self.train_options) - {f.name for f in fields(TrainConfig)}
         if unknown:
             raise ValueError(f"unknown training options {sorted(unknown)}")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from typing import Any, Iterator, List, Optional, Tuple
 
 import torch
@@ -129,13 +130,19 @@ MODULATIONS: tuple[str, ...] = ("gate", "near_identity")
 GAMMA_SHAPES: tuple[str, ...] = ("scalar", "channel")
 
 
+def _is_number(v: object) -> bool:
+    """A real number (int or float), not a bool or a string such as ``'0.1'``."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
 def validate_modulation(modulation: str, gamma_init: float, gamma_max: Optional[float],
                         gamma_shape: str = "scalar", *, prefix: str = "") -> None:
     """Check modulation options; ``prefix`` ('skip_', 'res_' or '') names the arguments in errors.
 
     Raises:
         ValueError: ``modulation`` not in :data:`MODULATIONS`; ``gamma_shape`` not in
-            :data:`GAMMA_SHAPES`; non-finite ``gamma_init``; ``gamma_max`` <= 0; or
+            :data:`GAMMA_SHAPES`; ``gamma_init`` not a finite number (a string or bool
+            included); ``gamma_max`` not a finite number > 0 (or None); or
             |gamma_init| >= gamma_max (tanh cannot reach the bound).
     """
     if modulation not in MODULATIONS:
@@ -144,10 +151,10 @@ def validate_modulation(modulation: str, gamma_init: float, gamma_max: Optional[
     if gamma_shape not in GAMMA_SHAPES:
         raise ValueError(f"gamma_shape={gamma_shape!r} is not allowed; allowed: "
                          f"{', '.join(GAMMA_SHAPES)}")
-    if not math.isfinite(float(gamma_init)):
+    if not (_is_number(gamma_init) and math.isfinite(gamma_init)):
         raise ValueError(f"{prefix}gamma_init={gamma_init!r} must be a finite number")
     if gamma_max is not None:
-        if not (float(gamma_max) > 0 and math.isfinite(float(gamma_max))):
+        if not (_is_number(gamma_max) and gamma_max > 0 and math.isfinite(gamma_max)):
             raise ValueError(f"{prefix}gamma_max={gamma_max!r} must be a finite number > 0, or None "
                              "for an unbounded gamma")
         if abs(gamma_init) >= gamma_max:

@@ -131,9 +131,19 @@ class Study:
 
     def specs(self, budget: str, *, extra: Optional[dict[str, Any]] = None) -> list[RunSpec]:
         """Every run of the grid at ``budget``: variants x factor levels x seeds (validated)."""
+        if budget not in self.budgets:
+            raise ValueError(f"{self.path}: budget={budget!r} is not defined in this study; "
+                             f"defined: {', '.join(self.budgets) or 'none'}")
         b = dict(self.budgets[budget])
         factors = _levels(b["factors"], "budgets." + budget + ".factors") if "factors" in b else self.factors
         seeds = b.get("seeds", [0, 1, 2])
+        if (not isinstance(seeds, list) or not seeds
+                or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds)):
+            raise ValueError(f"{self.path}: budgets.{budget}.seeds={seeds!r} must be a non-empty "
+                             "list of integers, for example [0, 1, 2]")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"{self.path}: budgets.{budget}.seeds={seeds!r} repeats a seed; each "
+                             "seed must appear once (a repeated run would be counted twice)")
         base = {**self.fixed, **(b.get("fixed") or {}),
                 **{k: b[k] for k in ("train_subset", "test_subset", "epochs", "batch_size") if k in b}}
         out = []
@@ -148,6 +158,11 @@ class Study:
                 model_kw, train_kw = _split_options(opts, f"variant {variant}")
                 train_kw.setdefault("dataset", self.dataset)
                 train_kw.update(extra or {})
+                try:
+                    _check_model(train_kw.get("model", TrainConfig.model), model_kw)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"{self.path}: variant {variant!r} at {cell or 'the base cell'}, "
+                                     f"budget {budget!r}: {e}") from e
                 for seed in seeds:
                     try:
                         cfg = TrainConfig(**{**train_kw, "model_kwargs": model_kw, "seed": seed}).validate()
@@ -157,6 +172,30 @@ class Study:
                     label = "-".join([variant] + [f"{f}{v}" for f, v in cell.items()] + [f"s{seed}"])
                     out.append(RunSpec(label, variant, None, seed, cfg.lr, cfg, cell=cell))
         return out
+
+
+_CHECKED_MODELS: dict[str, Optional[str]] = {}
+
+
+def _check_model(name: str, model_kw: dict[str, Any]) -> None:
+    """Build the model on the meta device (no memory) so that a bad create_model option
+    (``pattern: quad``, ``res_attn: foo``, ``skip_gamma_max: big``) is refused before any run.
+    Results are cached by (name, options): a grid repeats the same few models."""
+    from .models import create_model, is_model
+    if not is_model(name):
+        return  # TrainConfig.validate names the unregistered model
+    key = repr((name, sorted(model_kw.items(), key=lambda kv: kv[0])))
+    if key not in _CHECKED_MODELS:
+        import warnings
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                create_model(name, **{**model_kw, "device": "meta"})
+            _CHECKED_MODELS[key] = None
+        except (TypeError, ValueError) as e:
+            _CHECKED_MODELS[key] = str(e)
+    if _CHECKED_MODELS[key] is not None:
+        raise ValueError(_CHECKED_MODELS[key])
 
 
 def _levels(factors: Any, where: str) -> dict[str, dict[str, dict[str, Any]]]:
@@ -247,12 +286,18 @@ def load_study(path: str | Path) -> Study:
         for k in ("better", "worse"):
             if h.get(k) not in variants:
                 raise ValueError(f"{where}.{k}={h.get(k)!r} is not a variant; variants: {', '.join(variants)}")
+        if h["better"] == h["worse"]:
+            raise ValueError(f"{where}: better and worse are both {h['better']!r}; a hypothesis "
+                             "compares two different variants")
         if h.get("metric") not in METRICS:
             raise ValueError(f"{where}.metric={h.get('metric')!r} is not a known metric; allowed: "
                              f"{', '.join(METRICS)}")
         cond = {str(k): str(v) for k, v in (h.get("where") or {}).items()}
         for k, v in cond.items():
-            if k not in factors or v not in factors[k]:
+            if k not in factors:
+                raise ValueError(f"{where}.where.{k}: {k!r} is not a factor of this study; factors: "
+                                 + (", ".join(factors) or "none"))
+            if v not in factors[k]:
                 raise ValueError(f"{where}.where.{k}={v!r}: not a factor level; factors: "
                                  + "; ".join(f"{f}: {', '.join(lv)}" for f, lv in factors.items()))
         hypotheses.append(Hypothesis(h["better"], h["worse"], h["metric"], cond))

@@ -106,6 +106,13 @@ class TrainConfig:
         if not is_model(self.model):
             from .models import list_models
             raise ValueError(f"model={self.model!r} is not registered; allowed: {', '.join(list_models())}")
+        from .data import DATASETS
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset={self.dataset!r} is not allowed; allowed: {', '.join(DATASETS)}")
+        for name in ("train_subset", "test_subset"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name}={v!r} must be an integer >= 1, or None for the whole split")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
         for name in ("epochs", "batch_size", "log_every", "monitor_every"):

@@ -165,7 +165,7 @@ class ResNet(nn.Module):
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem={stem!r} is not allowed; allowed: imagenet, cifar")
         for name, v in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
-            if not 0.0 <= v < 1.0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
                 raise ValueError(f"{name}={v!r} must be in [0, 1)")
         _check_pool(global_pool)
         self.config = config
@@ -451,6 +451,8 @@ def create_resnet(variant: str, arch: str, pretrained: bool = False, **kwargs: A
     Raises:
         RuntimeError: ``pretrained=True`` while the pretrained_cfg has no weight source (none is
             hosted for resattn models; the message says how to load local or torchvision weights).
+        ValueError: ``features_only=True`` with an ``out_indices`` entry outside the feature
+            levels (0..4 for ImageNet ResNets, 0..3 for the CIFAR nets; negatives count from the end).
     """
     if arch.startswith("cifar_resnet"):
         model_args = _cifar_args(int(arch[len("cifar_resnet"):]))
@@ -470,6 +472,14 @@ def create_resnet(variant: str, arch: str, pretrained: bool = False, **kwargs: A
                 f"no pretrained weights are hosted for {variant!r} (its pretrained_cfg has no url, "
                 "hf_hub_id or file); use pretrained=False, or a local checkpoint with "
                 f"pretrained_cfg_overlay=dict(file='path/to/checkpoint.pth'){hint}")
+    out_indices = kwargs.get("out_indices")
+    if kwargs.get("features_only") and isinstance(out_indices, (list, tuple)):
+        n = len(taps)
+        for i in out_indices:
+            if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
+                raise ValueError(f"out_indices={tuple(out_indices)!r}: {i!r} is not a feature level "
+                                 f"of {arch!r}; allowed: 0..{n - 1} (or -{n}..-1), "
+                                 f"0 being the stem and {n - 1} the last stage")
     model_args.update(kwargs)
     return build_model_with_cfg(ResNet, variant, pretrained, feature_cfg=dict(out_indices=taps),
                                 pretrained_filter_fn=checkpoint_filter_fn, **model_args)
