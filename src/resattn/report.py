@@ -404,6 +404,15 @@ STATS_NOTE = ("n = finished seeds; mean ± std over them (no spread at n=1). Δ 
               "see `resattn.stability` (loss spikes: step-loss peaks above 3x the running median).")
 
 
+def unfinished_runs(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines listing the runs that failed or have no result (none when all finished)."""
+    failed = [r for r in rows if r["status"] in ("failed", "missing")]
+    if not failed:
+        return []
+    return ["## Runs that did not finish", ""] + [f"- `{r['run_id']}`: {r.get('error')}"
+                                                   for r in failed] + [""]
+
+
 def write_report(out: Path, rows: list[dict[str, Any]], *, command: str, config: Any,
                  wall_time_s: float) -> tuple[dict[str, Path], str]:
     """Write results.csv, summary.csv, plots and report.md into ``out``; return (paths, text table)."""
@@ -431,9 +440,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], *, command: str, config:
                "are within run-to-run noise at this budget; add seeds (`--seeds 0,1,2`) before "
                "reading a ranking into them.", ""]
     md += _stability(out, rows)
-    failed = [r for r in rows if r["status"] in ("failed", "missing")]
-    if failed:
-        md += ["## Runs that did not finish", ""] + [f"- `{r['run_id']}`: {r.get('error')}" for r in failed] + [""]
+    md += unfinished_runs(rows)
     if plots:
         md += ["## Plots", ""] + [f"![{k}]({p.name})" for k, p in plots.items()] + [""]
     (out / "report.md").write_text("\n".join(md))

@@ -78,17 +78,17 @@ class TensorBoardSink:
         kind = record.get("type")
         if kind == "step":
             for k in self.STEP_KEYS:
-                if _is_number(record.get(k)):
+                if is_finite_number(record.get(k)):
                     self.writer.add_scalar(f"step/{k}", record[k], record["step"])
         elif kind == "epoch":
             ep = record["epoch"]
             for k in self.EPOCH_KEYS:
-                if _is_number(record.get(k)):
+                if is_finite_number(record.get(k)):
                     self.writer.add_scalar(f"epoch/{k}", record[k], ep)
             for block, stats in (record.get("gates") or {}).items():
                 for key, name in (("gamma/skip_attn", "gamma_s"), ("gamma/res_attn", "gamma_r"),
                                   ("gamma/attn", "gamma"), ("skip_gain", "skip_gain")):
-                    if _is_number(stats.get(key)):
+                    if is_finite_number(stats.get(key)):
                         self.writer.add_scalar(f"gates/{block}/{name}", stats[key], ep)
         self.writer.flush()
 
@@ -96,5 +96,7 @@ class TensorBoardSink:
         self.writer.close()
 
 
-def _is_number(v: Any) -> bool:
+def is_finite_number(v: Any) -> bool:
+    """True for a finite int or float (not a bool, None, NaN or an infinity): the values that
+    metrics files, statistics and stability metrics count."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -27,9 +27,10 @@ higher is better for ``min_skip_gain`` (see :data:`HIGHER_IS_BETTER`).
 """
 from __future__ import annotations
 
-import math
 import statistics
 from typing import Any, Iterable, Optional
+
+from .sinks import is_finite_number
 
 __all__ = ["SPIKE_K", "SPIKE_WINDOW", "SPIKE_MIN_HISTORY", "ACC_MARK", "STABILITY_METRICS",
            "HIGHER_IS_BETTER", "loss_spikes", "max_grad_norm", "final_train_loss", "steps_to_mark",
@@ -57,7 +58,7 @@ def _epochs(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _num(v: Any) -> Optional[float]:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+    return float(v) if is_finite_number(v) else None
 
 
 def loss_spikes(records: Iterable[dict[str, Any]], *, k: float = SPIKE_K, window: int = SPIKE_WINDOW,

@@ -20,6 +20,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from .sinks import is_finite_number
+
 __all__ = ["Summary", "Paired", "summarise_values", "paired_difference", "t_quantile", "format_mean"]
 
 
@@ -78,7 +80,7 @@ def paired_difference(a: dict[int, float], b: dict[int, float], *, confidence: f
     Returns:
         :class:`Paired`; with fewer than 2 pairs the spread and CI are None and the verdict ``n<2``.
     """
-    seeds = sorted(s for s in set(a) & set(b) if _ok(a[s]) and _ok(b[s]))
+    seeds = sorted(s for s in set(a) & set(b) if is_finite_number(a[s]) and is_finite_number(b[s]))
     diffs = [float(a[s]) - float(b[s]) for s in seeds]
     n = len(diffs)
     if n == 0:
@@ -116,5 +118,3 @@ def format_paired(p: Paired, digits: int = 2) -> str:
     return f"{p.mean_diff:+.{digits}f} [{p.ci_low:+.{digits}f}, {p.ci_high:+.{digits}f}]"
 
 
-def _ok(v) -> bool:
-    return v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))

@@ -381,7 +381,7 @@ def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[st
     import torch
 
     from .report import (SUMMARY_FIELDS, STATS_NOTE, _attach_groups, _plots, accuracy_plot,
-                         format_table, machine_lines, write_csv)
+                         format_table, machine_lines, unfinished_runs, write_csv)
     from .stats import format_paired, Paired
 
     first = results[0]["summary"] if results else []
@@ -416,9 +416,7 @@ def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[st
         md += ["", format_table(r["summary"], markdown=True), ""]
     md += [STATS_NOTE.format(conf=int(round(100 * study.confidence))), "",
            "## How this was made", ""] + machine_lines(command, wall, rows)
-    failed = [r for r in rows if r["status"] in ("failed", "missing")]
-    if failed:
-        md += ["## Runs that did not finish", ""] + [f"- `{r['run_id']}`: {r.get('error')}" for r in failed] + [""]
+    md += unfinished_runs(rows)
     if plots:
         md += ["## Plots", ""] + [f"![{k}]({p})" for k, p in plots.items()] + [""]
     (out / "report.md").write_text("\n".join(md))
