@@ -123,3 +123,22 @@ def test_export_bad_arguments(tmp_path):
     model.train()
     export(model, tmp_path / "m", "torchscript")
     assert model.training  # eval for the export, then restored
+
+
+def test_export_never_writes_over_the_checkpoint_it_reads(tmp_path):
+    """Issue 15: `export run/checkpoint.pt --format torchscript` wrote the archive over its input."""
+    from resattn.cli import main
+    from resattn.export import export
+    from resattn.weights import load_model
+    path, _ = _checkpoint(tmp_path)
+    before = path.read_bytes()
+    report = export(path, None, "torchscript")
+    assert report.path == tmp_path / "tiny.torchscript.pt" and report.passed
+    assert path.read_bytes() == before
+    load_model(path)  # still a checkpoint
+    assert main(["export", str(path), "--format", "torchscript"]) == 0
+    assert path.read_bytes() == before
+    with pytest.raises(ValueError, match="is the checkpoint being exported"):
+        export(path, path, "torchscript")
+    assert main(["export", str(path), "--format", "torchscript", "--out", str(path)]) == 2
+    assert path.read_bytes() == before

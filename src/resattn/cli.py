@@ -466,9 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram (dynamic batch, "
                                       "height, width) and check it against PyTorch at three sizes")
     e.add_argument("checkpoint", help="resattn checkpoint path (or an architecture spec)")
-    e.add_argument("--format", choices=["onnx", "torchscript", "exported-program"], default="onnx")
+    e.add_argument("--format", choices=["onnx", "torchscript", "exported-program"], default="onnx",
+                   help="onnx (checked in onnxruntime), torchscript (torch.jit) or "
+                        "exported-program (torch.export, .pt2) (default: %(default)s)")
     e.add_argument("--out", default=None,
-                   help="output file (default: the checkpoint's path with .onnx/.pt/.pt2)")
+                   help="output file, never the checkpoint itself (default: the checkpoint's path "
+                        "with .onnx, .torchscript.pt or .pt2)")
     e.add_argument("--size", type=_csv(int), default=None,
                    help="H or H,W of the example input (default: the model's pretrained_cfg)")
     e.add_argument("--batch", type=int, default=2, help="example batch size (>= 2)")

@@ -27,6 +27,8 @@ __all__ = ["FORMATS", "ONNX_EXPORTERS", "ExportReport", "export", "check_sizes"]
 FORMATS: Tuple[str, ...] = ("onnx", "torchscript", "exported-program")
 ONNX_EXPORTERS: Tuple[str, ...] = ("auto", "dynamo", "legacy")
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+# The default output's suffix: a TorchScript archive never takes a checkpoint's own ``.pt`` name.
+_DEFAULT_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
 
 
 @dataclass
@@ -184,8 +186,9 @@ def export(model_or_path: Union[nn.Module, str, os.PathLike], out: Union[str, os
     Args:
         model_or_path: an ``nn.Module`` (taken in eval mode; its mode is restored), or a
             resattn checkpoint path, or an architecture spec (``'cifar_resnet20'``, ...).
-        out: the file to write; by default the checkpoint's path (or ``./<arch>``) with
-            ``.onnx``, ``.pt`` (TorchScript) or ``.pt2`` (ExportedProgram).
+        out: the file to write, never the checkpoint read; by default the checkpoint's path (or
+            ``./<arch>``) with ``.onnx``, ``.torchscript.pt`` or ``.pt2`` (ExportedProgram).
+            An ``out`` without a suffix gets ``.onnx``, ``.pt`` or ``.pt2``.
         format: one of :data:`FORMATS`.
         input_shape: (N, C, H, W) of the example input; by default ``batch`` and the model's
             ``pretrained_cfg['input_size']`` (3x224x224 without one; C from the first conv).
@@ -202,7 +205,8 @@ def export(model_or_path: Union[nn.Module, str, os.PathLike], out: Union[str, os
 
     Raises:
         ValueError: a bad ``format``, ``onnx_exporter``, ``batch``, ``input_shape``,
-            ``image_size``, or an ExportedProgram ``out`` not ending in ``.pt2``.
+            ``image_size``, an ExportedProgram ``out`` not ending in ``.pt2``, or an ``out``
+            that is the checkpoint being read.
         RuntimeError: the export failed with every exporter available for the format.
     """
     if format not in FORMATS:
@@ -215,9 +219,11 @@ def export(model_or_path: Union[nn.Module, str, os.PathLike], out: Union[str, os
                          "dimension of size 1 as static)")
     if isinstance(model_or_path, nn.Module):
         model, stem = model_or_path, Path(type(model_or_path).__name__.lower())
+        source = None
     else:
         model, meta = load_model(model_or_path)
         stem = Path(meta["path"]) if meta.get("path") else Path(str(model_or_path).replace(":", "_"))
+        source = Path(meta["path"]) if meta.get("path") else None
     if input_shape is None:
         input_shape = _default_input_shape(model, batch)
         if image_size is not None:
@@ -228,9 +234,12 @@ def export(model_or_path: Union[nn.Module, str, os.PathLike], out: Union[str, os
     input_shape = tuple(int(v) for v in input_shape)
     if len(input_shape) != 4 or min(input_shape) < 1 or input_shape[0] < 2:
         raise ValueError(f"input_shape={input_shape!r} must be (N, C, H, W) with N >= 2")
-    path = Path(out) if out is not None else stem.with_suffix(_SUFFIX[format])
+    path = Path(out) if out is not None else stem.with_suffix(_DEFAULT_SUFFIX[format])
     if not path.suffix:
         path = path.with_suffix(_SUFFIX[format])
+    if source is not None and path.exists() and os.path.samefile(path, source):
+        raise ValueError(f"out={str(path)!r} is the checkpoint being exported; writing there "
+                         "would destroy it. Give another --out")
     if format == "exported-program" and path.suffix != ".pt2":
         raise ValueError(f"out={str(path)!r}: an ExportedProgram file must end in .pt2 "
                          "(torch.export.save)")
