@@ -262,15 +262,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = CompareConfig(**opts, train_options=train_opts)
     executor = _executor_from_args(args)
     command = " ".join(shlex.quote(a) for a in ["resattn", *sys.argv[1:]]) if sys.argv[1:] else None
-    res = run_compare(cfg, command=command, progress=not args.no_progress, executor=executor)
+    res = run_compare(cfg, command=command, progress=not args.no_progress, executor=executor,
+                      resume=not args.no_resume)
     print()
     print(res["table"])
     print()
     print(f"wall time {res['wall_time_s']:.0f} s")
     for name, path in res["paths"].items():
         print(f"{name:>10}: {path}")
+    _say_failures(res["rows"])
     bad = [r for r in res["rows"] if r["status"] == "failed"]
     return 4 if bad else 0
+
+
+def _say_failures(rows: list[dict[str, Any]]) -> None:
+    """One line per failed run on stderr; a defect in resattn is named as one."""
+    for r in rows:
+        if r.get("status") != "failed":
+            continue
+        log = f"; traceback in {r['log']}" if r.get("log") else ""
+        what = ("a defect in resattn (please report it with the traceback)" if r.get("defect")
+                else "failed")
+        print(f"resattn: run {r['run_id']}: {what}: {r.get('error')}{log}", file=sys.stderr)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -290,11 +303,12 @@ def cmd_study(args: argparse.Namespace) -> int:
                        + (["--device", args.device] if args.device else [])
                        + (["--compile"] if args.compile else []))
     res = run_study(study, args.budget, out, command=command, progress=not args.no_progress,
-                    extra=extra, executor=_executor_from_args(args))
+                    extra=extra, executor=_executor_from_args(args), resume=not args.no_resume)
     print()
     for i, r in enumerate(res["results"], 1):
         print(f"hypothesis {i}: {r['verdict']}: {r['hypothesis']}")
     print(f"wall time {res['wall_time_s']:.0f} s\n    report: {res['report']}")
+    _say_failures(res["rows"])
     return 4 if any(r["status"] == "failed" for r in res["rows"]) else 0
 
 
@@ -423,7 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="output folder (default runs/compare)")
     c.add_argument("--baseline", default=None,
                    help="variant the others are paired against (default none, else the first)")
-    c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--no-resume", action="store_true",
+                   help="unfinished runs start over instead of continuing from their checkpoint "
+                        "(finished runs are still reused)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_data_args(c)
     _add_training_args(c)
     _add_executor_args(c)
@@ -439,7 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tensorboard", action="store_true", help="TensorBoard scalars per run")
     s.add_argument("--compile", action="store_true", help="torch.compile each run's model")
     s.add_argument("--dry-run", action="store_true", help="validate and count the runs; train nothing")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-resume", action="store_true",
+                   help="unfinished runs start over instead of continuing from their checkpoint "
+                        "(finished runs are still reused)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_executor_args(s)
     s.set_defaults(func=cmd_study)
 

@@ -200,15 +200,19 @@ def expand_grid(cfg: CompareConfig) -> list[RunSpec]:
     return specs
 
 
-def _mismatch(run_dir: Path, config: TrainConfig) -> Optional[str]:
+def _mismatch(run_dir: Path, config: TrainConfig, resume: bool = True) -> Optional[str]:
     """What differs between ``config`` and the run already in ``run_dir`` (None when it agrees
     or there is none)."""
     saved = None
     if (run_dir / "result.json").exists():
         saved = json.loads((run_dir / "result.json").read_text()).get("config")
-    elif (run_dir / "checkpoint.pt").exists():
-        from .weights import read_checkpoint
-        saved = read_checkpoint(run_dir / "checkpoint.pt").get("config")
+    elif resume and (run_dir / "checkpoint.pt").exists():
+        from .weights import CheckpointError, read_checkpoint
+        try:
+            ckpt = read_checkpoint(run_dir / "checkpoint.pt")
+        except CheckpointError:  # that run fails alone, saying why and how to go on
+            return None
+        saved = ckpt.get("config") if isinstance(ckpt, dict) else None
     if saved is None:
         return None
     changes = config_changes(saved, config)
@@ -218,11 +222,14 @@ def _mismatch(run_dir: Path, config: TrainConfig) -> Optional[str]:
 
 
 def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: bool = True,
-                log=print, executor: Optional[Executor] = None) -> dict[str, Any]:
+                log=print, executor: Optional[Executor] = None, resume: bool = True
+                ) -> dict[str, Any]:
     """Run (or continue) the grid and write the report.
 
     ``executor``: where the runs execute (:mod:`resattn.executors`); default one after another
-    in this process. The report is the same for every executor.
+    in this process. The report is the same for every executor. ``resume=False``: runs without
+    a ``result.json`` start over instead of continuing from their checkpoint (one that cannot be
+    read, for example); finished runs are still reused.
 
     Returns:
         ``{"rows": [...], "paths": {...}, "table": str, "wall_time_s": float}``.
@@ -238,7 +245,8 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
     (out / "grid.json").write_text(json.dumps({"command": command, "config": asdict(cfg)},
                                               indent=2, default=str))
     t0 = time.perf_counter()
-    rows = run_specs(specs, out / "runs", executor=executor, progress=progress, log=log)
+    rows = run_specs(specs, out / "runs", executor=executor, progress=progress, log=log,
+                     resume=resume)
     wall = time.perf_counter() - t0
     from .report import write_report  # matplotlib is imported only when a report is written
     paths, table = write_report(out, rows, command=command, config=cfg, wall_time_s=wall)
@@ -246,13 +254,15 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
 
 
 def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[Executor] = None,
-              progress: bool = True, log=print) -> list[dict[str, Any]]:
+              progress: bool = True, log=print, resume: bool = True) -> list[dict[str, Any]]:
     """Execute a list of runs, each in ``runs_dir/<run_id>``; the one runner of compare and study.
 
     The runs go to ``executor`` (default :class:`resattn.executors.SequentialExecutor`, one after
     another in this process; :class:`resattn.executors.RayExecutor` makes each a Ray task). A run
     with a ``result.json`` is finished and skipped; one with only a checkpoint resumes; one that
-    raises is recorded as ``failed`` and the list goes on.
+    raises is recorded as ``failed`` and the list goes on (``error``, ``log``: its traceback,
+    ``defect``: an exception that is a bug in resattn). ``resume=False``: unfinished runs start
+    over instead of continuing from their checkpoints.
 
     Returns:
         One row per spec, in order: the spec's labels and cell, the result (:func:`_flat_result`)
@@ -267,13 +277,14 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[
 
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    stale = [m for m in (_mismatch(runs_dir / spec.run_id, spec.config) for spec in specs) if m]
+    stale = [m for m in (_mismatch(runs_dir / spec.run_id, spec.config, resume) for spec in specs)
+             if m]
     if stale:
         raise ValueError(f"{runs_dir.parent} holds runs made with other options, which this grid "
                          f"would reuse: {'; '.join(stale)}. Use another --out, or delete those runs")
     executor = executor or SequentialExecutor(train_fn=train)
-    jobs = [Job(spec.run_id, spec.config, runs_dir / spec.run_id, DataSpec.from_config(spec.config))
-            for spec in specs]
+    jobs = [Job(spec.run_id, spec.config, runs_dir / spec.run_id, DataSpec.from_config(spec.config),
+                resume=resume) for spec in specs]
     results: dict[str, dict[str, Any]] = {}
     with contextlib.closing(executor.run(jobs, progress=progress, log=log)) as ended:
         for job, result in ended:
@@ -296,5 +307,6 @@ def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         "train_time_s": result.get("train_time_s"), "images_per_s": result.get("images_per_s"),
         "best_acc": result.get("best_acc"), "final_acc": result.get("final_acc"),
         "status": result.get("status", "missing"), "diverged": result.get("status") == "diverged",
-        "error": result.get("error"),
+        "error": result.get("error"), "log": result.get("log"),
+        "defect": bool(result.get("defect")),
     }

@@ -3,8 +3,13 @@
 A grid (``resattn compare``, a study) is a list of :class:`Job`\\ s. An executor runs the jobs
 that have no ``result.json`` yet and yields ``(job, result)`` as each one ends, finished ones
 from an earlier call first (logged as skipped), so running the same list again finishes what is
-missing. ``result`` is the run's ``result.json`` as a dict, ``{"status": "failed", "error": ...}``
-for a run that raised (the grid goes on), or ``{}`` when a run ended without a result.
+missing. ``result`` is the run's ``result.json`` as a dict, ``{"status": "failed", "error": ...,
+"log": ...}`` for a run that raised (the grid goes on; the traceback is in the run's ``log``), or
+``{}`` when a run ended without a result. A run that failed on its data, options or files (a
+``ValueError``, ``OSError``, a ``RuntimeError`` from torch, ...) is a failed run; any other
+exception (``TypeError``, ``KeyError``, ``AttributeError``, ...) is a defect in resattn and its
+result also says ``"defect": True``, so that the caller reports it as one rather than as a
+failed run.
 
 * :class:`SequentialExecutor` (the default, no extra packages): one run after another in this
   process. Each data set is loaded once and shared; each run shows its epoch progress bars.
@@ -76,6 +81,7 @@ class Job:
     config: TrainConfig
     run_dir: Path
     data: DataSpec
+    resume: bool = True  #: continue from the run's checkpoint.pt (False: start over)
 
 
 def read_result(run_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
@@ -84,8 +90,45 @@ def read_result(run_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _failed(e: BaseException) -> dict[str, Any]:
-    return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+#: Exceptions a run meets from its data, options, files or device: a failed run, not a defect.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeError,
+                                                     ImportError, MemoryError)
+
+
+def is_defect(e: BaseException) -> bool:
+    """True when ``e`` is not one of :data:`EXPECTED_ERRORS`: a bug in resattn (or in the
+    ``train_fn`` given to the executor), not a property of the run."""
+    return not isinstance(e, EXPECTED_ERRORS)
+
+
+def _failed(e: BaseException, log_path: Optional[Path] = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+    if log_path is not None:
+        out["log"] = str(log_path)
+    if is_defect(e):
+        out["defect"] = True
+    return out
+
+
+def _write_error_log(run_dir: Path, e: BaseException) -> Optional[Path]:
+    """Append the traceback of ``e`` to ``run_dir/error.log``; the path (None when the folder
+    cannot be written)."""
+    path = Path(run_dir) / "error.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+            f.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    except OSError:
+        return None
+    return path
+
+
+def _failure_line(job: Job, result: dict[str, Any]) -> str:
+    where = f" (traceback: {result['log']})" if result.get("log") else ""
+    if result.get("defect"):
+        return (f"{job.run_id}: DEFECT in resattn, please report it: {result['error']}{where}")
+    return f"{job.run_id}: failed: {result['error']}{where}"
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -148,14 +191,15 @@ class SequentialExecutor(Executor):
             resuming = (Path(job.run_dir) / "checkpoint.pt").exists()
             log(f"[{i}/{total}] {job.run_id}: {'resuming' if resuming else 'training'}")
             try:
-                self.train_fn(job.config, job.run_dir, bundle=bundles[job.data], resume=True,
-                              progress=progress)
+                self.train_fn(job.config, job.run_dir, bundle=bundles[job.data],
+                              resume=job.resume, progress=progress)
                 result = read_result(job.run_dir)
             except Exception as e:  # keep going; finished runs and checkpoints stay on disk
-                traceback.print_exc()
-                result = _failed(e)
-            if result is not None:
-                log(f"    {_summary(result)}")
+                result = _failed(e, _write_error_log(job.run_dir, e))
+                log(f"    {_failure_line(job, result)}")
+            else:
+                if result is not None:
+                    log(f"    {_summary(result)}")
             yield job, result or {}
 
 
@@ -207,7 +251,7 @@ def _run_job(job: Job, bundle: Optional[DataBundle], train_fn: TrainFn, threads:
             except Exception as e:
                 traceback.print_exc()
                 print(f"--- {job.run_id}: failed")
-                return _failed(e)
+                return _failed(e, run_dir / "train.log")
             result = read_result(run_dir)
             print(f"--- {job.run_id}: {_summary(result) if result else 'ended without a result'}")
         return result or {}
@@ -303,6 +347,8 @@ class RayExecutor(Executor):
             threads = max(1, int(self.cpus_per_run))
             attempts_before = {}
             for i, job in todo:
+                if not job.resume:  # start over; a retry after a dead worker still resumes
+                    (Path(job.run_dir) / "checkpoint.pt").unlink(missing_ok=True)
                 attempts_before[job.run_id] = _count_lines(Path(job.run_dir) / "attempts.jsonl")
                 ref = task.options(name=f"resattn:{job.run_id}", num_cpus=self.cpus_per_run,
                                    num_gpus=gpus, max_retries=self.max_retries,
@@ -350,8 +396,8 @@ class RayExecutor(Executor):
                                   "system shared by the driver and every node"}
                     if result.get("status") == "failed":
                         failed += 1
-                        say(f"[{i}/{total}] {job.run_id}: failed: {result['error']} "
-                            f"(see {job.run_dir}/train.log)")
+                        result.setdefault("log", str(Path(job.run_dir) / "train.log"))
+                        say(f"[{i}/{total}] {_failure_line(job, result)}")
                     else:
                         done += 1
                         say(f"[{i}/{total}] {job.run_id}: "

@@ -30,7 +30,7 @@ __all__ = ["write_report", "summarise", "format_table", "read_metrics", "write_c
 
 CSV_FIELDS = ["run_id", "variant", "cell", "pattern", "attn", "skip_attn", "skip_modulation", "seed", "lr",
               "model", "dataset", "epochs", "train_subset", "params", "mflops", "train_time_s",
-              "images_per_s", "best_acc", "final_acc", "status", "diverged", "error",
+              "images_per_s", "best_acc", "final_acc", "status", "diverged", "error", "defect", "log",
               "loss_spikes", "max_grad_norm", "final_train_loss", "steps_to_mark", "min_skip_gain",
               "min_skip_gain_block", "final_gamma_s", "final_gamma_r", "gamma_s", "gamma_r",
               "group_n", "group_mean", "group_std", "group_diff", "group_ci_low", "group_ci_high",
@@ -409,8 +409,13 @@ def unfinished_runs(rows: list[dict[str, Any]]) -> list[str]:
     failed = [r for r in rows if r["status"] in ("failed", "missing")]
     if not failed:
         return []
-    return ["## Runs that did not finish", ""] + [f"- `{r['run_id']}`: {r.get('error')}"
-                                                   for r in failed] + [""]
+
+    def line(r: dict[str, Any]) -> str:
+        what = "**defect in resattn** (please report it): " if r.get("defect") else ""
+        log = f" (traceback: `{r['log']}`)" if r.get("log") else ""
+        return f"- `{r['run_id']}`: {what}{r.get('error')}{log}"
+
+    return ["## Runs that did not finish", ""] + [line(r) for r in failed] + [""]
 
 
 def write_report(out: Path, rows: list[dict[str, Any]], *, command: str, config: Any,

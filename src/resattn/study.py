@@ -349,11 +349,13 @@ def evaluate_hypothesis(h: Hypothesis, rows: list[dict[str, Any]], factors: list
 
 
 def run_study(study: Study, budget: str, out: str | Path, *, command: str, progress: bool = True,
-              log=print, extra: Optional[dict[str, Any]] = None, executor=None) -> dict[str, Any]:
+              log=print, extra: Optional[dict[str, Any]] = None, executor=None,
+              resume: bool = True) -> dict[str, Any]:
     """Run the study's grid at ``budget`` through :func:`resattn.compare.run_specs` (on
     ``executor``, default sequential; see :mod:`resattn.executors`) and write
     ``out/report.md``, ``study.json``, ``results.csv``, ``summary.csv``, the plots and a copy of the
     study file. ``extra``: execution options (device, tensorboard, compile, num_workers).
+    ``resume=False``: unfinished runs start over instead of continuing from their checkpoints.
 
     Raises:
         ValueError: ``budget`` not in the study; runs in ``out`` made with other options.
@@ -366,7 +368,8 @@ def run_study(study: Study, budget: str, out: str | Path, *, command: str, progr
     specs = study.specs(budget, extra=extra)
     (out / "study.yaml").write_text(study.text)
     t0 = time.perf_counter()
-    rows = run_specs(specs, out / "runs", executor=executor, progress=progress, log=log)
+    rows = run_specs(specs, out / "runs", executor=executor, progress=progress, log=log,
+                     resume=resume)
     wall = time.perf_counter() - t0
     factors = list(specs[0].cell) if specs else []
     results = [evaluate_hypothesis(h, rows, factors, study.confidence) for h in study.hypotheses]

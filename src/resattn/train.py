@@ -51,7 +51,7 @@ from .data import DataBundle, load_dataset
 from .models import create_model, is_model
 from .modulation import Modulation
 from .sinks import finite_or_null as _finite_or_null
-from .weights import read_checkpoint, save_checkpoint
+from .weights import CheckpointError, check_state_dict, read_checkpoint, save_checkpoint
 
 __all__ = ["TrainConfig", "RunResult", "train", "param_groups", "count_mflops", "attention_parameters"]
 
@@ -629,10 +629,30 @@ def _noisy(split, config: TrainConfig, num_classes: int):
     return TensorDataset(x, flip_labels(y, config.label_noise, num_classes, seed=config.seed))
 
 
+_RESUME_KEYS = ("state_dict", "optimizer", "scheduler", "epoch", "best_acc", "train_time_s",
+                "images_seen")
+
+
+def _resume_checkpoint(path: Path, out: Path) -> dict[str, Any]:
+    """The run's checkpoint, or a :class:`CheckpointError` that names the run and the way out."""
+    hint = (f"start this run over with --no-resume (resume=False; it then writes a new "
+            f"checkpoint), or delete {out}")
+    try:
+        ckpt = read_checkpoint(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"run {out} cannot resume: {e}. {hint}", e.kind) from e
+    missing = [k for k in _RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CheckpointError(f"run {out} cannot resume: {str(path)!r} is not a training "
+                              f"checkpoint (it lacks {', '.join(missing)}). {hint}",
+                              "not-a-checkpoint")
+    return ckpt
+
+
 def _restore(run: _Run, resume: bool, progress: bool) -> None:
     """Continue from ``checkpoint.pt`` (same options only), or start a fresh metrics file."""
     ckpt_path, metrics_path = run.out / "checkpoint.pt", run.out / "metrics.jsonl"
-    ckpt = read_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    ckpt = _resume_checkpoint(ckpt_path, run.out) if resume and ckpt_path.exists() else None
     if ckpt is None:
         if run.ddp.main and metrics_path.exists():
             metrics_path.unlink()
@@ -643,6 +663,7 @@ def _restore(run: _Run, resume: bool, progress: bool) -> None:
         raise ValueError(f"{run.out} holds a run with other options ({diff}); resume it with the "
                          "same options, start over with resume=False (--no-resume), or use "
                          "another output folder")
+    check_state_dict(run.model, ckpt["state_dict"], ckpt_path, run.built.arch)
     run.model.load_state_dict(ckpt["state_dict"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])

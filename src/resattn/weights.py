@@ -32,11 +32,12 @@ import torch.nn as nn
 from .convert import FunctionChangeWarning, convert
 from .models import create_model, is_model, list_models
 # Re-exported for the callers of resattn.weights (train uses _resolve_source).
-from .models._pretrained import (TORCHVISION_WEIGHTS, LoadReport, Source, _preview,
+from .models._pretrained import (TORCHVISION_WEIGHTS, CheckpointError, LoadReport, Source, _preview,
                                  _resolve_source, _torchvision_state_dict, clean_state_dict,
                                  load_pretrained, read_checkpoint)
 
-__all__ = ["CHECKPOINT_FORMAT", "TORCHVISION_WEIGHTS", "LoadReport", "load_pretrained",
+__all__ = ["CHECKPOINT_FORMAT", "TORCHVISION_WEIGHTS", "LoadReport", "CheckpointError",
+           "check_state_dict", "load_pretrained",
            "read_checkpoint", "clean_state_dict", "parse_arch", "build_model", "make_checkpoint",
            "save_checkpoint", "load_model"]
 
@@ -188,6 +189,28 @@ def save_checkpoint(model: nn.Module, path: Union[str, os.PathLike], *,
     return path
 
 
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor],
+                     path: Union[str, os.PathLike], arch: Optional[str] = None) -> None:
+    """Check that ``state`` (read from ``path``) has exactly ``model``'s keys and shapes.
+
+    Raises:
+        CheckpointError: ``kind='wrong-architecture'``, naming the first mismatches.
+    """
+    own = model.state_dict()
+    what = f"the rebuilt {arch!r}" if arch else "the model"
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise CheckpointError(f"{str(path)!r} is a checkpoint of another architecture: shape "
+                                  f"mismatch for {key!r}: checkpoint {tuple(value.shape)}, "
+                                  f"{what} {tuple(own[key].shape)}", "wrong-architecture")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(f"{str(path)!r} is a checkpoint of another architecture: it does "
+                              f"not match {what}: missing {_preview(missing)}, unexpected "
+                              f"{_preview(unexpected)}", "wrong-architecture")
+
+
 def load_model(spec: Union[str, os.PathLike], *, map_location: Any = "cpu",
                **model_kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
     """A model from an architecture spec or a resattn checkpoint.
@@ -227,16 +250,7 @@ def load_model(spec: Union[str, os.PathLike], *, map_location: Any = "cpu",
                          "load_pretrained(model, path)")
     model = build_model(ckpt["arch"], ckpt.get("model_kwargs"), ckpt.get("convert_kwargs"))
     state = clean_state_dict(ckpt["state_dict"])
-    own = model.state_dict()
-    for key, value in state.items():
-        if key in own and own[key].shape != value.shape:
-            raise ValueError(f"{str(path)!r}: shape mismatch for {key!r}: checkpoint "
-                             f"{tuple(value.shape)}, rebuilt model {tuple(own[key].shape)}")
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise ValueError(f"{str(path)!r} does not match the rebuilt {ckpt['arch']!r}: missing "
-                         f"{_preview(missing)}, unexpected {_preview(unexpected)}")
+    check_state_dict(model, state, path, ckpt["arch"])
     model.load_state_dict(state, strict=True)
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     meta["path"] = str(path)

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from ..modulation import Modulation
 
-__all__ = ["TORCHVISION_WEIGHTS", "LoadReport", "load_pretrained", "read_checkpoint",
+__all__ = ["TORCHVISION_WEIGHTS", "LoadReport", "CheckpointError", "load_pretrained", "read_checkpoint",
            "clean_state_dict"]
 
 #: Names that :func:`load_pretrained` resolves to torchvision's ImageNet weights (``DEFAULT``).
@@ -59,28 +59,97 @@ class LoadReport:
 # reading
 # --------------------------------------------------------------------------------------------
 
+class CheckpointError(ValueError):
+    """A file that cannot be used as a checkpoint, and why (``kind``):
+
+    - ``'truncated'``: empty, or a zip/pickle cut off before its end (an interrupted write or copy);
+    - ``'not-a-checkpoint'``: no PyTorch file at all (text, random bytes, another format);
+    - ``'torchscript'``: a TorchScript archive (``torch.jit.save``), which holds a program, not
+      weights to rebuild a model from;
+    - ``'python-objects'``: a PyTorch pickle holding objects other than tensors and containers;
+    - ``'wrong-architecture'``: a checkpoint whose tensors do not fit the model it is loaded into;
+    - ``'unreadable'``: anything else torch could not read.
+    """
+
+    KINDS = ("truncated", "not-a-checkpoint", "torchscript", "python-objects",
+             "wrong-architecture", "unreadable")
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _sniff(path: Path) -> tuple[str, str]:
+    """(kind, detail) of the file from its bytes, before torch reads it: ``'zip'``, ``'pickle'``
+    or one of :attr:`CheckpointError.KINDS`."""
+    import zipfile
+    size = path.stat().st_size
+    if size == 0:
+        return "truncated", "the file is empty"
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip format (or torch.jit.save's)
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError) as e:
+            return "truncated", f"a zip archive without its end ({e}; {size} bytes)"
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript", "a TorchScript archive"
+        return "zip", ""
+    if head[:1] == b"\x80":  # a pickle, protocol 2 or later (torch.save's legacy format)
+        return "pickle", ""
+    return "not-a-checkpoint", f"its first bytes are {head!r}, neither a zip archive nor a pickle"
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()
+             and not ln.startswith("Check the documentation")]
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}"
+
+
 def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> Any:
     """``torch.load`` with ``weights_only=True`` (tensors, containers, numbers and strings only;
     no code runs while reading).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a checkpoint, or holds other Python objects (the message
-            says how to load it when the file is trusted).
+        CheckpointError: (a ``ValueError``) the file is truncated, not a PyTorch file, a
+            TorchScript archive, a pickle of other Python objects (only then does the message say
+            how to load it when the file is trusted), or unreadable otherwise; ``kind`` says which.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    kind, detail = _sniff(path)
+    if kind == "truncated":
+        raise CheckpointError(f"{str(path)!r} is truncated: {detail}. It was cut off while being "
+                              "written or copied; write it again (a run: start it over)", kind)
+    if kind == "not-a-checkpoint":
+        raise CheckpointError(f"{str(path)!r} is not a PyTorch checkpoint: {detail}", kind)
+    if kind == "torchscript":
+        raise CheckpointError(f"{str(path)!r} is a TorchScript archive (torch.jit.save, for "
+                              "example from `resattn export --format torchscript`), not a "
+                              "checkpoint; load it with torch.jit.load", kind)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(
+        lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln]
+        if not lines:  # the bytes are no pickle torch wrote (an unknown opcode, ...)
+            raise CheckpointError(f"{str(path)!r} is not a PyTorch checkpoint; its pickle cannot "
+                                  f"be read ({_last_line(e)})", "not-a-checkpoint") from e
+        raise CheckpointError(
             f"{str(path)!r} holds Python objects other than tensors, so it cannot be read with "
-            f"weights_only=True ({str(e).splitlines()[0]}). If you trust the file, load it with "
-            "torch.load(path, weights_only=False) and pass its state_dict instead") from e
-    except Exception as e:  # a text file, an empty or truncated file, ...
-        raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint; it cannot be read "
-                         f"({type(e).__name__}: {e})") from e
+            f"weights_only=True ({lines[0]}). If you trust the file, load it with "
+            "torch.load(path, weights_only=False) and pass its state_dict instead",
+            "python-objects") from e
+    except EOFError as e:
+        raise CheckpointError(f"{str(path)!r} is truncated: the pickle ends before its end; "
+                              "write it again (a run: start it over)", "truncated") from e
+    except Exception as e:  # a damaged archive, ...
+        raise CheckpointError(f"{str(path)!r} cannot be read as a PyTorch checkpoint "
+                              f"({_last_line(e)})",
+                              "unreadable") from e
 
 
 def _strip_prefixes(key: str) -> str:
