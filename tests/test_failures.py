@@ -107,3 +107,48 @@ def test_checkpoint_problems_are_told_apart(tmp_path, name, kind, says):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(tmp_path / "missing.pt")
     load_model(tmp_path / "good.pt")
+
+
+# ----------------------------------------------------------------------------- metrics and Ray
+
+def test_read_metrics_tolerates_only_a_truncated_last_line(tmp_path):
+    from resattn.report import read_metrics
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"type": "epoch", "epoch": 1}\n{"type": "epoch", "ep')  # killed mid-write
+    assert read_metrics(tmp_path) == [{"type": "epoch", "epoch": 1}]
+    path.write_text('{"type": "epoch", "epoch": 1}\ngarbage\n{"type": "epoch", "epoch": 2}\n')
+    with pytest.raises(ValueError, match="line 2 is not a JSON record"):
+        read_metrics(tmp_path)
+    path.write_text('{"type": "epoch", "epoch": 1}\n{"type": "ep\n')  # complete line, bad
+    with pytest.raises(ValueError, match="line 2"):
+        read_metrics(tmp_path)
+
+
+def test_an_unreachable_ray_address_fails_in_the_stated_time(tmp_path, capsys):
+    import socket
+    import time
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'resattn[ray]')")
+    from resattn.executors import RayExecutor, _check_reachable
+    with socket.socket() as s:  # a port on this machine where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match=rf"nothing answers at '{address}' within 2 s.*ray start --head"):
+        RayExecutor(address, connect_timeout_s=2)._connect()
+    assert time.monotonic() - t0 < 10
+    # an address that never answers (a firewall dropping packets) times out the same way
+    seen = {}
+
+    def silent(addr, timeout):
+        seen["timeout"] = timeout
+        raise socket.timeout("timed out")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket, "create_connection", silent)
+        with pytest.raises(ConnectionError, match=r"'ray://head:10001' within 0.5 s \(TimeoutError"):
+            _check_reachable("ray://head:10001", 0.5)
+    assert seen["timeout"] == 0.5
+    code = main(["compare", "--dataset", "digits", "--patterns", "none", "--epochs", "1", "--out",
+                 str(tmp_path), "--executor", "ray", "--address", address, "--no-progress"])
+    assert code == 2 and f"nothing answers at '{address}'" in capsys.readouterr().err

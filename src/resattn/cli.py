@@ -149,7 +149,7 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--address", default=None, metavar="ADDR",
                    help="ray: the cluster: auto (the one running here), HOST:PORT (its head) "
                         "or ray://HOST:PORT (Ray Client); default: RAY_ADDRESS, else start a "
-                        "local Ray")
+                        "local Ray. An address that does not answer within 10 s is an error")
     g.add_argument("--cpus-per-run", type=float, default=None, metavar="N",
                    help="ray: CPUs per run (default 1)")
     g.add_argument("--gpus-per-run", type=float, default=None, metavar="G",

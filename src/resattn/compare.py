@@ -289,10 +289,17 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[
     with contextlib.closing(executor.run(jobs, progress=progress, log=log)) as ended:
         for job, result in ended:
             results[job.run_id] = result
-    return [{"run_id": spec.run_id, "variant": spec.variant, "attn": spec.attn, "seed": spec.seed,
-             "lr": spec.lr, "cell": dict(spec.cell),
-             **_flat_result(results.get(spec.run_id) or {}, spec),
-             **run_stability(read_metrics(runs_dir / spec.run_id))} for spec in specs]
+    rows = []
+    for spec in specs:
+        result = results.get(spec.run_id) or {}
+        try:
+            records = read_metrics(runs_dir / spec.run_id)
+        except ValueError as e:  # a damaged metrics.jsonl: that run fails, the others count
+            result, records = {"status": "failed", "error": str(e)}, []
+        rows.append({"run_id": spec.run_id, "variant": spec.variant, "attn": spec.attn,
+                     "seed": spec.seed, "lr": spec.lr, "cell": dict(spec.cell),
+                     **_flat_result(result, spec), **run_stability(records)})
+    return rows
 
 
 def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:

@@ -259,6 +259,31 @@ def _run_job(job: Job, bundle: Optional[DataBundle], train_fn: TrainFn, threads:
         return _failed(e)
 
 
+_RAY_HOW_TO = ("Start a cluster with `ray start --head` on its head node (it prints the address "
+               "to pass; --address auto on that machine), check host, port and firewall, or leave "
+               "--address out to start a local Ray here")
+
+
+def _check_reachable(address: str, timeout_s: float) -> None:
+    """A TCP connection to ``HOST:PORT`` (or ``ray://HOST:PORT``) within ``timeout_s``; other
+    forms (``auto``, ``local``) are left to Ray.
+
+    Raises:
+        ConnectionError: nothing answers there in time (names the address and the time).
+    """
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),
+                                      timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise ConnectionError(f"ray: nothing answers at {address!r} within {timeout_s:g} s "
+                              f"({type(e).__name__}: {e}). {_RAY_HOW_TO}") from e
+
+
 def _import_ray():
     try:
         import ray
@@ -285,6 +310,9 @@ class RayExecutor(Executor):
         max_retries: how often Ray reruns a task whose worker died (the run resumes from its
             last checkpoint). A run that raises is not retried: it is recorded as failed.
         train_fn: as in :class:`SequentialExecutor`; must be importable on the workers.
+        connect_timeout_s: how long to wait for a ``HOST:PORT`` or ``ray://HOST:PORT`` address
+            to answer before giving up with a :class:`ConnectionError` that names the address
+            and how to start or reach Ray (Ray itself would keep retrying for minutes).
 
     Raises:
         ImportError: Ray is not installed; the message names the extra ``resattn[ray]``.
@@ -295,7 +323,7 @@ class RayExecutor(Executor):
 
     def __init__(self, address: Optional[str] = None, *, cpus_per_run: float = 1.0,
                  gpus_per_run: Optional[float] = None, max_retries: int = 3,
-                 train_fn: Optional[TrainFn] = None) -> None:
+                 train_fn: Optional[TrainFn] = None, connect_timeout_s: float = 10.0) -> None:
         if not (isinstance(cpus_per_run, (int, float)) and cpus_per_run > 0):
             raise ValueError(f"cpus_per_run={cpus_per_run!r} must be a number > 0")
         if gpus_per_run is not None and not (isinstance(gpus_per_run, (int, float))
@@ -310,15 +338,26 @@ class RayExecutor(Executor):
         self.gpus_per_run = gpus_per_run
         self.max_retries = max_retries
         self.train_fn = train_fn or train
+        self.connect_timeout_s = connect_timeout_s
 
     def _connect(self) -> bool:
-        """Initialise Ray unless it is; True when this call started the session."""
+        """Initialise Ray unless it is; True when this call started the session.
+
+        Raises:
+            ConnectionError: the address does not answer within ``connect_timeout_s``, or Ray
+                refuses to connect; the message names the address and how to start Ray.
+        """
         ray = self.ray
         if ray.is_initialized():
             return False
         address = self.address or os.environ.get("RAY_ADDRESS")
         if address:
-            ray.init(address=address)
+            _check_reachable(address, self.connect_timeout_s)
+            try:
+                ray.init(address=address)
+            except (ConnectionError, RuntimeError, TimeoutError) as e:
+                raise ConnectionError(f"ray: cannot connect to {address!r} ({e}). "
+                                      f"{_RAY_HOW_TO}") from e
         else:  # a fresh local Ray, without the dashboard (start one with `ray start --head`)
             ray.init(address="local", include_dashboard=False)
         return True

@@ -44,17 +44,39 @@ SUMMARY_FIELDS = ["group", "variant", "attn", "cell", "runs", "finished", "diver
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl`` (empty when missing)."""
+    """The records of a run's ``metrics.jsonl`` (empty when missing).
+
+    A last line without its newline that does not parse is a record cut off by a killed run and
+    is left out; any other line that does not parse is damage, not something to skip quietly.
+
+    Raises:
+        ValueError: a line other than a truncated last one is not JSON (names file and line).
+    """
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
+    text = path.read_text()
+    lines = text.split("\n")
     out = []
-    for line in path.read_text().splitlines():
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+        except json.JSONDecodeError as e:
+            if i == len(lines) and not text.endswith("\n"):
+                break  # the last record, cut off while being written
+            raise ValueError(f"{path}: line {i} is not a JSON record ({e}); only a truncated "
+                             "last line is left out") from e
     return out
+
+
+def _metrics_for_plots(run_dir: Path) -> list[dict[str, Any]]:
+    """:func:`read_metrics`, or nothing for a damaged file (its run is reported as failed)."""
+    try:
+        return read_metrics(run_dir)
+    except ValueError:
+        return []
 
 
 def _cell_label(cell: dict[str, Any]) -> str:
@@ -267,7 +289,7 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
     if acc is not None:
         paths["accuracy"] = acc
 
-    metrics = {r["run_id"]: read_metrics(out / "runs" / r["run_id"]) for r in rows}
+    metrics = {r["run_id"]: _metrics_for_plots(out / "runs" / r["run_id"]) for r in rows}
     fig, ax = plt.subplots(figsize=(7, 4))
     by_step = any(m.get("type") == "step" for ms in metrics.values() for m in ms)
     kind, x_key, y_key = ("step", "step", "loss") if by_step else ("epoch", "epoch", "train_loss")
@@ -356,7 +378,8 @@ def _stability(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         if not _is_dual(r):
             continue
-        eps = [m for m in read_metrics(out / "runs" / r["run_id"]) if m.get("type") == "epoch" and m.get("gates")]
+        eps = [m for m in _metrics_for_plots(out / "runs" / r["run_id"])
+               if m.get("type") == "epoch" and m.get("gates")]
         if not eps:
             continue
         gates = {b: v for b, v in eps[-1]["gates"].items() if "gate_energy/skip_attn" in v}
