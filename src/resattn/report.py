@@ -26,6 +26,7 @@ from typing import Any, Optional
 import torch
 
 __all__ = ["write_report", "summarise", "format_table", "read_metrics", "write_csv", "accuracy_plot",
+           "metric_plot", "paired_delta_plot", "METRIC_RANGE",
            "machine_lines", "group_label"]
 
 CSV_FIELDS = ["run_id", "variant", "cell", "pattern", "attn", "skip_attn", "skip_modulation", "seed", "lr",
@@ -236,11 +237,41 @@ def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str] = CSV_FI
             w.writerow({k: cell(r.get(k)) for k in fields})
 
 
+#: The range a metric can take, for clipping CIs in plots (None: unbounded on that side).
+METRIC_RANGE: dict[str, tuple[Optional[float], Optional[float]]] = {
+    "final_acc": (0.0, 100.0), "best_acc": (0.0, 100.0), "diverged": (0.0, 1.0),
+    "min_skip_gain": (0.0, None), "loss_spikes": (0.0, None), "max_grad_norm": (0.0, None),
+    "final_train_loss": (0.0, None), "steps_to_mark": (0.0, None),
+}
+
+
+def _clip(v: float, lo: Optional[float], hi: Optional[float]) -> float:
+    return min(max(v, lo if lo is not None else v), hi if hi is not None else v)
+
+
 def accuracy_plot(path: Path, summary: list[dict[str, Any]], *, title: str = "",
                   ylabel: str = "final test accuracy (%)") -> Optional[Path]:
-    """Every seed as a point, and per group the mean with its 95% CI (Student t; none at n=1)."""
-    import matplotlib
-    matplotlib.use("Agg")
+    """Every seed as a point, and per group the mean with its 95% CI (Student t; none at n=1).
+
+    ``summary`` must be of an accuracy metric (``final_acc`` or ``best_acc``): the title and axis
+    say accuracy. The CI bars are clipped to [0, 100] % (marked where clipped) and each group's
+    n is written under its mean.
+
+    Raises:
+        ValueError: a summary of another metric (use :func:`metric_plot`).
+    """
+    metrics = {s.get("metric", "final_acc") for s in summary}
+    if metrics - {"final_acc", "best_acc"}:
+        raise ValueError(f"accuracy_plot: the summary is of {sorted(metrics)}, not an accuracy; "
+                         "summarise(rows, metric='final_acc') first, or use metric_plot")
+    return metric_plot(path, summary, title=title, ylabel=ylabel, metric="final_acc")
+
+
+def metric_plot(path: Path, summary: list[dict[str, Any]], *, metric: str, ylabel: str,
+                title: str = "") -> Optional[Path]:
+    """Every seed as a point, and per group the mean with its CI (Student t; none at n=1), the
+    CI clipped to the metric's range (:data:`METRIC_RANGE`; an arrow where clipped) and n
+    written under each group."""
     import matplotlib.pyplot as plt
 
     from .stats import t_quantile
@@ -248,6 +279,7 @@ def accuracy_plot(path: Path, summary: list[dict[str, Any]], *, title: str = "",
     done = [s for s in summary if s["values"]]
     if not done:
         return None
+    lo_lim, hi_lim = METRIC_RANGE.get(metric, (None, None))
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(done) + 2), 3.8))
     lows, highs = [], []
     for i, s in enumerate(done):
@@ -257,20 +289,78 @@ def accuracy_plot(path: Path, summary: list[dict[str, Any]], *, title: str = "",
                    label="one seed" if i == 0 else None)
         if s["std"] is not None and s["n"] >= 2:
             half = t_quantile(s["confidence"], s["n"] - 1) * s["std"] / math.sqrt(s["n"])
-            ax.errorbar([i + 0.3], [s["mean"]], yerr=[half], fmt="s", color="black", capsize=4,
-                        ms=4, label="mean, 95% CI" if i == 0 else None)
-            lows.append(s["mean"] - half)
-            highs.append(s["mean"] + half)
+            low, high = _clip(s["mean"] - half, lo_lim, hi_lim), _clip(s["mean"] + half, lo_lim, hi_lim)
+            ax.errorbar([i + 0.3], [s["mean"]], yerr=[[s["mean"] - low], [high - s["mean"]]],
+                        fmt="s", color="black", capsize=4, ms=4,
+                        label=f"mean, {int(round(100 * s['confidence']))}% CI" if i == 0 else None)
+            for end, clipped in ((low, low > s["mean"] - half), (high, high < s["mean"] + half)):
+                if clipped:
+                    ax.plot([i + 0.3], [end], marker="v" if end == low else "^", color="tab:red",
+                            ms=5, zorder=4)
+            lows.append(low)
+            highs.append(high)
         lows += vals
         highs += vals
     span = max(highs) - min(lows)
-    ax.set_ylim(min(lows) - 0.1 * span - 0.5, max(highs) + 0.1 * span + 0.5)
+    bottom, top = min(lows) - 0.1 * span - 0.5, max(highs) + 0.1 * span + 0.5
+    bottom = bottom if lo_lim is None else max(bottom, lo_lim - 0.02 * max(span, 1))
+    top = top if hi_lim is None else min(top, hi_lim + 0.02 * max(span, 1))
+    ax.set_ylim(bottom, top)
+    for i, s in enumerate(done):
+        ax.annotate(f"n={s['n']}", (i, 0), xycoords=("data", "axes fraction"),
+                    xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7)
     ax.set_xticks(range(len(done)), [s["group"].replace(" @ ", "\n") for s in done], fontsize=7)
     ax.set_ylabel(ylabel)
     n = max(s["n"] for s in done)
-    ax.set_title(title or ("Final test accuracy per variant: seeds and mean with 95% CI" if n > 1
-                           else "Final test accuracy per variant (n=1: no CI)"), fontsize=9)
+    what = "Final test accuracy" if metric in ("final_acc", "best_acc") else metric
+    ax.set_title(title or (f"{what} per variant: seeds and mean with CI (red: CI clipped to the "
+                           "metric's range)" if n > 1 else f"{what} per variant (n=1: no CI)"),
+                 fontsize=9)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def paired_delta_plot(path: Path, cells: list[dict[str, Any]], *, metric: str, better: str,
+                      worse: str, thresholds: tuple[float, ...] = (0.0,), confidence: float = 0.95,
+                      title: str = "") -> Optional[Path]:
+    """The seed-paired difference a verdict rests on: per cell the mean Δ (``better`` minus
+    ``worse`` on ``metric``) with its CI and n, and the decision thresholds as lines.
+
+    Args:
+        cells: dicts with ``cell``, ``n``, ``diff``, ``ci_low``, ``ci_high`` and ``outcome``
+            (as :func:`resattn.study.evaluate_hypothesis` returns them).
+        thresholds: the values the decision rule compares the CI with (0: the CI must exclude
+            no difference).
+    """
+    import matplotlib.pyplot as plt
+
+    shown = [c for c in cells if c.get("diff") is not None]
+    if not shown:
+        return None
+    colors = {"supports": "tab:green", "contradicts": "tab:red"}
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(shown) + 2.5), 3.8))
+    for i, c in enumerate(shown):
+        color = colors.get(c.get("outcome"), "tab:grey")
+        if c.get("ci_low") is not None:
+            ax.errorbar([i], [c["diff"]], yerr=[[c["diff"] - c["ci_low"]], [c["ci_high"] - c["diff"]]],
+                        fmt="o", color=color, capsize=5, ms=5)
+        else:
+            ax.plot([i], [c["diff"]], "o", color=color, mfc="white")
+        ax.annotate(f"n={c['n']}" + ("" if c.get("ci_low") is not None else " (no CI)"),
+                    (i, c["diff"]), xytext=(8, 0), textcoords="offset points", fontsize=7,
+                    va="center")
+    for t in thresholds:
+        ax.axhline(t, color="black", lw=0.8, ls="--")
+    ax.set_xticks(range(len(shown)), [", ".join(f"{k}={v}" for k, v in c["cell"].items()) or "(all)"
+                                      for c in shown], fontsize=7)
+    ax.set_xlim(-0.6, len(shown) - 0.4)
+    ax.set_ylabel(f"Δ {metric} ({better} − {worse})")
+    ax.set_title(title or (f"{better} vs {worse}: seed-paired Δ {metric} per cell, "
+                           f"{int(round(100 * confidence))}% CI; dashed: decision threshold"),
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -323,14 +413,14 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
             if seed_of_all[run_id] != first_seed:
                 continue
             for key, style in (("gamma/skip_attn", "-"), ("gamma/res_attn", "--")):
-                ys = [_block_mean(e["gates"], key) for e in eps]
+                ys = [_block_mean(e.get("gates_end") or e["gates"], key) for e in eps]
                 if any(not math.isnan(y) for y in ys):
                     ax.plot([e["epoch"] for e in eps], ys, style, marker="o",
                             label=f"{run_id} {'γ_s' if 'skip' in key else 'γ_r'}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("mean effective γ over dual blocks")
-        ax.set_title(f"γ_s (solid) and γ_r (dashed) per epoch (seed {first_seed})")
+        ax.set_title(f"γ_s (solid) and γ_r (dashed) at the end of each epoch (seed {first_seed})")
         ax.legend(fontsize=6)
         fig.tight_layout()
         paths["gamma"] = out / "gamma.png"
@@ -382,7 +472,8 @@ def _stability(out: Path, rows: list[dict[str, Any]]) -> list[str]:
                if m.get("type") == "epoch" and m.get("gates")]
         if not eps:
             continue
-        gates = {b: v for b, v in eps[-1]["gates"].items() if "gate_energy/skip_attn" in v}
+        end = eps[-1].get("gates_end") or eps[-1]["gates"]  # the model the run ended with
+        gates = {b: v for b, v in end.items() if "gate_energy/skip_attn" in v}
         if not gates:
             continue
         low_block, low = min(((b, v["skip_gain"]) for b, v in gates.items()), key=lambda t: t[1])

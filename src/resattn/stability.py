@@ -5,7 +5,9 @@ steps since the previous record (see :mod:`resattn.train`): ``loss`` (mean), ``l
 single-step loss), ``acc`` (train accuracy, %), ``grad_norm`` (largest gradient norm before
 clipping). Epoch records hold ``train_loss`` and, with the gate monitor on, ``gates``: per block
 ``skip_gain`` (‖s‖/‖skip(x)‖ of :class:`resattn.monitor.GateMonitor`) and the effective
-``gamma/skip_attn`` (γ_s) and ``gamma/res_attn`` (γ_r).
+``gamma/skip_attn`` (γ_s) and ``gamma/res_attn`` (γ_r), means over the epoch's sampled training
+forwards; and ``gates_end``: the same statistics of the model at the end of the epoch (one eval
+forward), which the end-of-epoch values below read when a record has them.
 
 Metrics (keys of :func:`run_stability`):
 
@@ -18,9 +20,11 @@ Metrics (keys of :func:`run_stability`):
                       ``ACC_MARK`` (= 80 %); None when never reached
     min_skip_gain     lowest per-epoch skip gain of any block over the run, and its block
                       (``min_skip_gain_block``); 1.0 for plain blocks by definition
-    final_gamma_s     mean effective γ_s over the blocks that have one, after the last epoch
+    final_gamma_s     mean effective γ_s over the blocks that have one, of the model after the last
+                      epoch (``gates_end``)
     final_gamma_r     the same for γ_r
-    gamma_s / gamma_r (trajectories, :func:`gamma_trajectory`) the per-epoch means
+    gamma_s / gamma_r (trajectories, :func:`gamma_trajectory`) the per-epoch means, each at the
+                      end of its epoch
 
 Lower is better for ``loss_spikes``, ``max_grad_norm``, ``final_train_loss`` and ``steps_to_mark``;
 higher is better for ``min_skip_gain`` (see :data:`HIGHER_IS_BETTER`).
@@ -102,10 +106,11 @@ def steps_to_mark(records: Iterable[dict[str, Any]], mark: float = ACC_MARK) -> 
 
 
 def min_skip_gain(records: Iterable[dict[str, Any]]) -> tuple[Optional[float], Optional[str]]:
-    """(lowest per-epoch skip gain over all blocks and epochs, its block); (None, None) without gates."""
+    """(lowest skip gain over all blocks and epochs, its block), from the epochs' sampled
+    training forwards and their end-of-epoch models; (None, None) without gates."""
     low: tuple[Optional[float], Optional[str]] = (None, None)
     for e in _epochs(records):
-        for block, stats in (e.get("gates") or {}).items():
+        for block, stats in [*(e.get("gates") or {}).items(), *(e.get("gates_end") or {}).items()]:
             g = _num(stats.get("skip_gain"))
             if g is not None and (low[0] is None or g < low[0]):
                 low = (g, block)
@@ -114,11 +119,13 @@ def min_skip_gain(records: Iterable[dict[str, Any]]) -> tuple[Optional[float], O
 
 def gamma_trajectory(records: Iterable[dict[str, Any]], path: str = "skip_attn") -> list[Optional[float]]:
     """Per epoch, the mean effective gamma over blocks of ``path`` (``skip_attn`` = γ_s,
-    ``res_attn`` = γ_r, ``attn`` = patterns 1-3); None for an epoch without such blocks."""
+    ``res_attn`` = γ_r, ``attn`` = patterns 1-3) at the end of the epoch (``gates_end``; the
+    epoch's sampled mean for records without it); None for an epoch without such blocks."""
     out = []
     key = f"gamma/{path}"
     for e in _epochs(records):
-        vals = [v for v in (_num(s.get(key)) for s in (e.get("gates") or {}).values()) if v is not None]
+        gates = e.get("gates_end") or e.get("gates") or {}
+        vals = [v for v in (_num(s.get(key)) for s in gates.values()) if v is not None]
         out.append(statistics.fmean(vals) if vals else None)
     return out
 

@@ -383,20 +383,24 @@ def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[st
 
     import torch
 
-    from .report import (SUMMARY_FIELDS, STATS_NOTE, _attach_groups, _plots, accuracy_plot,
-                         format_table, machine_lines, unfinished_runs, write_csv)
+    from .report import (SUMMARY_FIELDS, STATS_NOTE, _attach_groups, _plots, format_table,
+                         machine_lines, paired_delta_plot, summarise, unfinished_runs, write_csv)
     from .stats import format_paired, Paired
 
     first = results[0]["summary"] if results else []
     write_csv(out / "results.csv", _attach_groups(rows, first, tuple(factors)))
     write_csv(out / "summary.csv", [s for r in results for s in r["summary"]], SUMMARY_FIELDS)
-    plots = {k: p.name for k, p in _plots(out, rows, first).items()}
-    for i, r in enumerate(results):
-        if r["metric"] not in ("final_acc", "best_acc"):
-            p = accuracy_plot(out / f"hypothesis{i + 1}.png", r["summary"], ylabel=r["metric"],
-                              title=f"{r['metric']}: seeds and mean with 95% CI")
-            if p is not None:
-                plots[f"hypothesis{i + 1}"] = p.name
+    # accuracy.png shows accuracy, whatever the hypotheses measure
+    accuracy = summarise(rows, baseline=results[0]["worse"] if results else "none",
+                         metric="final_acc", cell_keys=tuple(factors), confidence=study.confidence)
+    plots = {k: p.name for k, p in _plots(out, rows, accuracy).items()}
+    for i, r in enumerate(results):  # what each verdict rests on: the paired Δ per cell
+        p = paired_delta_plot(out / f"hypothesis{i + 1}.png", r["cells"], metric=r["metric"],
+                              better=r["better"], worse=r["worse"],
+                              thresholds=tuple(r.get("thresholds", (0.0,))),
+                              confidence=study.confidence)
+        if p is not None:
+            plots[f"hypothesis{i + 1}"] = p.name
     b = study.budgets[budget]
     md = [f"# Study: {study.name} (budget `{budget}`)", "",
           f"**Claim.** {study.claim}", "",
