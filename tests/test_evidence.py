@@ -226,8 +226,14 @@ def test_smoke_study_end_to_end_and_the_evidence_page(tmp_path, capsys):
     doc = json.loads((out / "study.json").read_text())
     assert doc["runs"] == 6 and doc["finished"] == 6 and doc["budget"] == "smoke"
     h = doc["hypotheses"][0]
-    assert h["verdict"] in ("supported", "contradicted", "inconclusive")
     cell = h["cells"][0]
+    # the verdict follows from the cells' CIs by the registered rule (not just one of three words)
+    side = "supports" if cell["ci_low"] > 0 else "contradicts" if cell["ci_high"] < 0 else "inconclusive"
+    assert cell["outcome"] == side
+    outcomes = {c["outcome"] for c in h["cells"]}
+    assert h["verdict"] == {frozenset({"supports"}): "supported",
+                            frozenset({"contradicts"}): "contradicted"}.get(frozenset(outcomes),
+                                                                            "inconclusive")
     import csv
     with (out / "results.csv").open() as f:
         res = {(r["variant"], int(r["seed"])): float(r["final_acc"]) for r in csv.DictReader(f)}
@@ -239,6 +245,9 @@ def test_smoke_study_end_to_end_and_the_evidence_page(tmp_path, capsys):
     assert main(["evidence", str(out), "--out", str(page)]) == 0
     text = page.read_text()
     assert "gamma-order" in text and h["verdict"] in text and doc["command"] in text
+    # a smoke run's verdict is marked as a plumbing check wherever it appears
+    marked = text.count(f"**{h['verdict']}** (smoke budget: a plumbing check, not evidence)")
+    assert marked >= 2 and marked == text.count(f"**{h['verdict']}**")
     assert (tmp_path / "docs" / "evidence" / "gamma-order-smoke-accuracy.png").stat().st_size > 5000
     assert main(["evidence", str(tmp_path / "nothing")]) == 2
 

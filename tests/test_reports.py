@@ -106,3 +106,32 @@ def test_accuracy_plot_refuses_another_metric_and_clips_its_ci(tmp_path, saved):
 def test_paired_delta_plot_without_pairs_draws_nothing(tmp_path):
     assert paired_delta_plot(tmp_path / "d.png", [], metric="final_acc", better="a",
                              worse="b") is None
+
+
+def _table_rows(specs):
+    from resattn.compare import _flat_result
+    return [{"run_id": s.run_id, "variant": s.variant, "attn": s.attn, "seed": s.seed, "lr": s.lr,
+             "cell": dict(s.cell), **_flat_result({"status": "finished", "final_acc": 90.0 + i,
+                                                   "params": 1, "mflops": 1.0}, s)}
+            for i, s in enumerate(specs)]
+
+
+def _attn_column(table):
+    lines = table.splitlines()[2:]
+    return {line.split("|")[1].strip(): line.split("|")[2].strip() for line in lines}
+
+
+def test_tables_show_both_paths_of_dual(tmp_path):
+    from resattn.compare import CompareConfig, expand_grid
+    from resattn.report import format_table
+    cfg = CompareConfig(dataset="digits", patterns=["none", "branch", "dual", "dual-gate"], seeds=[0])
+    table = format_table(summarise(_table_rows(expand_grid(cfg)), baseline="none"), markdown=True)
+    assert _attn_column(table) == {"none": "-", "branch": "se", "dual": "eca / cbam",
+                                   "dual-gate": "eca / cbam"}
+    path = tmp_path / "s.yaml"  # a study names variants by their options, not an attn axis
+    path.write_text(STUDY.replace("{pattern: post}", "{pattern: post, attn: eca}").replace(
+        "gate: {pattern: dual, skip_modulation: gate}", "gate: {pattern: dual, skip_attn: se, "
+        "res_attn: none, skip_modulation: gate}"))
+    rows = _table_rows(load_study(path).specs("smoke"))
+    table = format_table(summarise(rows, baseline="post"), markdown=True)
+    assert _attn_column(table) == {"post": "eca", "dual": "eca / cbam", "gate": "se / none"}

@@ -303,9 +303,10 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[
 
 
 def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
+    from .report import attention_label
     kw = spec.config.model_kwargs
     return {
-        "pattern": kw.get("pattern"),
+        "pattern": kw.get("pattern"), "attention": attention_label(kw),
         "skip_attn": kw.get("skip_attn", "eca") if kw.get("pattern") == "dual" else None,
         "skip_modulation": kw.get("skip_modulation", "near_identity") if kw.get("pattern") == "dual" else None,
         "model": spec.config.model, "dataset": spec.config.dataset, "epochs": spec.config.epochs,

@@ -4,6 +4,7 @@ Reads finished study folders (``study.json`` written by :func:`resattn.study.run
 writes one section per study: the claim, the decision rule, the table (mean, CI, n), a plot
 (copied to ``<page folder>/evidence/``), the verdict, the command, the machine and the wall time.
 Every number on the page is read from those files; a folder without ``study.json`` is refused.
+A study run at the ``smoke`` budget (a plumbing check) has each verdict marked as such.
 """
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ def _ci(c: dict[str, Any]) -> str:
     if c.get("ci_low") is None:
         return f"{c['diff']:+.2f} (n=1)"
     return f"{c['diff']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+
+
+#: A budget that checks the plumbing (a few images, one epoch): its verdicts are no evidence.
+SMOKE_NOTE = "smoke budget: a plumbing check, not evidence"
+
+
+def _verdict(doc: dict[str, Any], h: dict[str, Any]) -> str:
+    """``**supported**``, or ``**supported** (smoke budget: a plumbing check, not evidence)``."""
+    return f"**{h['verdict']}**" + (f" ({SMOKE_NOTE})" if doc.get("budget") == "smoke" else "")
 
 
 def _section(doc: dict[str, Any], folder: Path, plot_dir: Path, page_dir: Path) -> list[str]:
@@ -55,7 +65,8 @@ def _section(doc: dict[str, Any], folder: Path, plot_dir: Path, page_dir: Path) 
             dest = plot_dir / f"{doc['name']}-{doc['budget']}-{name}"
             shutil.copyfile(folder / name, dest)
             md += [f"![{doc['name']} {key}]({dest.relative_to(page_dir).as_posix()})", ""]
-    verdicts = "; ".join(f"hypothesis {i}: **{h['verdict']}**" for i, h in enumerate(doc["hypotheses"], 1))
+    verdicts = "; ".join(f"hypothesis {i}: {_verdict(doc, h)}"
+                         for i, h in enumerate(doc["hypotheses"], 1))
     md += [f"**Verdict.** {verdicts}.", "",
            f"Command: `{doc['command']}`  ", f"Machine: {doc['machine']}, torch {doc['torch']}  ",
            f"Wall time: {doc['wall_time_s']:.0f} s ({doc['runs']} runs: {doc['finished']} finished, "
@@ -86,7 +97,7 @@ def build_evidence(folders: Sequence[str | Path], out: str | Path = "docs/eviden
           "| study | budget | hypothesis | verdict | machine | wall time |", "|---|---|---|---|---|---|"]
     for _, d in docs:
         for h in d["hypotheses"]:
-            md.append(f"| {d['name']} | {d['budget']} | {h['hypothesis']} | **{h['verdict']}** | "
+            md.append(f"| {d['name']} | {d['budget']} | {h['hypothesis']} | {_verdict(d, h)} | "
                       f"{d['machine'].split(', ', 1)[-1]} | {d['wall_time_s']:.0f} s |")
     md.append("")
     for folder, d in docs:

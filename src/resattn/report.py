@@ -26,17 +26,18 @@ from typing import Any, Optional
 import torch
 
 __all__ = ["write_report", "summarise", "format_table", "read_metrics", "write_csv", "accuracy_plot",
-           "metric_plot", "paired_delta_plot", "METRIC_RANGE",
+           "metric_plot", "paired_delta_plot", "METRIC_RANGE", "attention_label",
            "machine_lines", "group_label"]
 
 CSV_FIELDS = ["run_id", "variant", "cell", "pattern", "attn", "skip_attn", "skip_modulation", "seed", "lr",
               "model", "dataset", "epochs", "train_subset", "params", "mflops", "train_time_s",
               "images_per_s", "best_acc", "final_acc", "status", "diverged", "error", "defect", "log",
+              "attention",
               "loss_spikes", "max_grad_norm", "final_train_loss", "steps_to_mark", "min_skip_gain",
               "min_skip_gain_block", "final_gamma_s", "final_gamma_r", "gamma_s", "gamma_r",
               "group_n", "group_mean", "group_std", "group_diff", "group_ci_low", "group_ci_high",
               "group_verdict"]
-SUMMARY_FIELDS = ["group", "variant", "attn", "cell", "runs", "finished", "diverged", "failed",
+SUMMARY_FIELDS = ["group", "variant", "attn", "attention", "cell", "runs", "finished", "diverged", "failed",
                   "params", "mflops", "n", "metric", "mean", "std", "baseline", "n_pairs", "diff",
                   "diff_std", "ci_low", "ci_high", "confidence", "verdict", "best_mean",
                   "images_per_s", "loss_spikes", "max_grad_norm", "final_train_loss",
@@ -84,6 +85,25 @@ def _cell_label(cell: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in cell.items())
 
 
+def attention_label(model_kwargs: dict[str, Any]) -> str:
+    """The attention of a run as tables show it: ``se`` (patterns 1-3), ``eca / cbam`` (dual:
+    skip / residual), ``-`` (none); ``none`` for a path without attention. Defaults are
+    :class:`resattn.blocks.AttentionConfig`'s."""
+    from .blocks import AttentionConfig, resolve_pattern
+    default = AttentionConfig()
+    pattern = resolve_pattern(model_kwargs.get("pattern", "none"))
+
+    def name(key: str) -> str:
+        v = model_kwargs.get(key, getattr(default, key))
+        return "none" if v is None else v if isinstance(v, str) else getattr(v, "__name__", "custom")
+
+    if pattern == "none":
+        return "-"
+    if pattern == "dual":
+        return f"{name('skip_attn')} / {name('res_attn')}"
+    return name("attn")
+
+
 def group_label(variant: str, attn: Optional[str], cell: dict[str, Any]) -> str:
     """``dual/cbam @ lr=0.1``: a group's name in tables and plots."""
     name = variant + ("" if attn in (None, "-", "") else f"/{attn}")
@@ -126,6 +146,7 @@ def summarise(rows: list[dict[str, Any]], *, baseline: str = "none", metric: str
                if r.get("min_skip_gain") is not None]
         out.append({
             "group": group_label(variant, attn, cell_d), "variant": variant, "attn": attn or "-",
+            "attention": rs[0].get("attention") or attn or "-",
             "cell": cell_d, "runs": len(rs), "finished": len(ok),
             "diverged": sum(r["status"] == "diverged" for r in rs),
             "failed": sum(r["status"] in ("failed", "missing") for r in rs),
@@ -188,7 +209,7 @@ def format_table(summary: list[dict[str, Any]], *, markdown: bool = False) -> st
     lines = []
     pm = "±" if markdown else "+-"
     for s in summary:
-        lines.append([s["variant"], s["attn"]] + ([_cell_label(s["cell"])] if "cell" in head else []) + [
+        lines.append([s["variant"], s.get("attention") or s["attn"]] + ([_cell_label(s["cell"])] if "cell" in head else []) + [
             str(s["runs"]),
             f"{s['params']:,}" if s["params"] else "-",
             f"{s['mflops']:.1f}" if s["mflops"] else "-",
