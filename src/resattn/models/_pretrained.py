@@ -21,6 +21,7 @@ import torch.nn as nn
 from ..modulation import Modulation
 
 __all__ = ["TORCHVISION_WEIGHTS", "LoadReport", "CheckpointError", "load_pretrained", "read_checkpoint",
+           "map_timm_attention_keys",
            "clean_state_dict"]
 
 #: Names that :func:`load_pretrained` resolves to torchvision's ImageNet weights (``DEFAULT``).
@@ -228,6 +229,26 @@ def _resolve_source(source: Source) -> dict[str, torch.Tensor]:
 # loading
 # --------------------------------------------------------------------------------------------
 
+def map_timm_attention_keys(state: Mapping[str, torch.Tensor], own: Mapping[str, Any]
+                            ) -> dict[str, torch.Tensor]:
+    """``state`` with timm's attention keys renamed to resattn's where the model has them.
+
+    timm's ResNets with attention (``seresnet50``; ``resnet50`` built with
+    ``block_args={'attn_layer': 'eca' | 'cbam' | ...}``) keep the attention module of block
+    ``layerS.B`` at ``layerS.B.se``, after the branch's last norm. resattn's pattern ``branch``
+    has it at the same place, wrapped in a gate (:class:`~resattn.modulation.Modulation`):
+    ``layerS.B.attn.attn``. A key is renamed only when the new name is one of ``own``'s and the
+    old one is not, so the rest of the state_dict is left as it is."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key not in own and ".se." in key:
+            mapped = key.replace(".se.", ".attn.attn.", 1)
+            if mapped in own and mapped not in state:
+                key = mapped
+        out[key] = value
+    return out
+
+
 def _attention_keys(model: nn.Module) -> set[str]:
     """state_dict keys that belong to resattn Modulation modules (attention and gamma)."""
     prefixes = [name + "." for name, m in model.named_modules() if isinstance(m, Modulation)]
@@ -248,6 +269,10 @@ def load_pretrained(model: nn.Module, source: Source, *, strict_backbone: bool =
         strict_backbone: when True (default) every model key outside the attention modules must
             be in the source and every source key in the model.
 
+    timm's SE/ECA/CBAM ResNet weights load into the same resattn model with pattern ``branch``
+    (``seresnet50`` into ``create_model('resnet50', pattern='branch', attn='se')``), their
+    attention included: see :func:`map_timm_attention_keys`.
+
     Returns:
         :class:`LoadReport`. Backbone BatchNorm ``num_batches_tracked`` counters absent from
         the source (older checkpoints) are not reported; they keep their value.
@@ -261,6 +286,7 @@ def load_pretrained(model: nn.Module, source: Source, *, strict_backbone: bool =
     """
     state = _resolve_source(source)
     own = model.state_dict()
+    state = map_timm_attention_keys(state, own)
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
             raise ValueError(
