@@ -300,7 +300,7 @@ def _write_cifar100(root: Path, per_class_train: int = 2, per_class_test: int = 
 
 
 def test_torchvision_cifar_rejects_fixture_md5(tmp_path: Path) -> None:
-    """Why data.py reads through an md5-free subclass: stock torchvision refuses non-official files."""
+    """Why data.py reads the batches itself (md5 checked, arrays only): torchvision refuses non-official files."""
     _write_cifar10(tmp_path)
     with pytest.raises(RuntimeError, match="not found or corrupted"):
         torchvision.datasets.CIFAR10(str(tmp_path), train=True, download=False)
@@ -459,3 +459,22 @@ def test_real_fashion_mnist() -> None:
     assert xt.shape == (60000, 1, 28, 28) and xe.shape == (10000, 1, 28, 28)
     assert yt.bincount().tolist() == [6000] * 10 and ye.bincount().tolist() == [1000] * 10
     assert abs(xt.mean().item()) < 1e-3 and abs(xt.std().item() - 1) < 1e-3  # the constants fit
+
+
+def test_cifar_batches_are_checked_before_unpickling(tmp_path: Path) -> None:
+    """Issue 15: md5 checks were switched off and the batches unpickled as they came."""
+    _write_cifar10(tmp_path)
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    _pickle(tmp_path / "cifar-10-batches-py" / "data_batch_3", {"labels": [0], "data": Payload()})
+    with pytest.raises(ValueError, match=r"data_batch_3 is not a CIFAR batch: .*(builtins|io)\.open"):
+        load_dataset("cifar10", tmp_path)
+    assert not marker.exists()  # refused before anything ran
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    _write_cifar10(tmp_path / "b")
+    with pytest.warns(UserWarning, match="md5 differs from the official CIFAR release"):
+        load_dataset("cifar10", tmp_path / "b")

@@ -264,6 +264,43 @@ def _tensors(model: nn.Module) -> dict[int, torch.Tensor]:
     return out
 
 
+#: torchvision ResNet names by (block, blocks per stage, groups, width per group).
+_TORCHVISION_RESNETS = {
+    ("BasicBlock", (2, 2, 2, 2), 1, 64): "resnet18",
+    ("BasicBlock", (3, 4, 6, 3), 1, 64): "resnet34",
+    ("Bottleneck", (3, 4, 6, 3), 1, 64): "resnet50",
+    ("Bottleneck", (3, 4, 23, 3), 1, 64): "resnet101",
+    ("Bottleneck", (3, 8, 36, 3), 1, 64): "resnet152",
+    ("Bottleneck", (3, 4, 6, 3), 32, 4): "resnext50_32x4d",
+    ("Bottleneck", (3, 4, 23, 3), 32, 8): "resnext101_32x8d",
+    ("Bottleneck", (3, 4, 23, 3), 64, 4): "resnext101_64x4d",
+    ("Bottleneck", (3, 4, 6, 3), 1, 128): "wide_resnet50_2",
+    ("Bottleneck", (3, 4, 23, 3), 1, 128): "wide_resnet101_2",
+}
+
+
+def _source_arch(model: nn.Module) -> Optional[tuple[str, dict[str, Any]]]:
+    """``(arch, model_kwargs)`` that rebuild ``model`` before conversion (for
+    :func:`resattn.weights.save_checkpoint`): ``'torchvision:resnet50'`` from a torchvision
+    ResNet's structure, ``'timm:NAME'`` from a timm model's ``pretrained_cfg``; None when
+    unknown (then ``save_checkpoint`` asks for ``arch``)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if isinstance(model, tv_resnet.ResNet):
+        block = type(model.layer1[0]).__name__
+        layers = tuple(len(getattr(model, f"layer{i}")) for i in range(1, 5))
+        name = _TORCHVISION_RESNETS.get((block, layers, model.groups, model.base_width))
+        if name is None or first is None or first.in_channels != 3:
+            return None
+        return f"torchvision:{name}", {"num_classes": model.fc.out_features}
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    name = cfg.get("architecture")
+    if name and type(model).__module__.startswith("timm.") and first is not None:
+        kwargs = {"num_classes": int(getattr(model, "num_classes", 1000)),
+                  "in_chans": first.in_channels}
+        return f"timm:{name}", kwargs
+    return None
+
+
 def convert(model: nn.Module, pattern: Union[str, int] = "dual", *, stages: Placement = None,
             **attention_options: Any) -> ConversionReport:
     """Convert the residual blocks of ``model`` to ``pattern``, in place, keeping its weights.
@@ -284,7 +321,9 @@ def convert(model: nn.Module, pattern: Union[str, int] = "dual", *, stages: Plac
 
     Returns:
         A :class:`ConversionReport`. The model records its options as
-        ``model.resattn_convert_kwargs`` (used by :func:`resattn.weights.save_checkpoint`).
+        ``model.resattn_convert_kwargs``, and, for a torchvision or timm model, its source as
+        ``model.resattn_arch`` / ``model.resattn_model_kwargs`` (``'torchvision:resnet50'``,
+        ``'timm:resnet50'``), so that :func:`resattn.weights.save_checkpoint` needs no ``arch``.
 
     Raises:
         ValueError: no supported residual block in ``model``; a resattn block that already has a
@@ -315,6 +354,7 @@ def convert(model: nn.Module, pattern: Union[str, int] = "dual", *, stages: Plac
             raise ValueError(
                 f"model block {info.name!r} already has attention (pattern="
                 f"{info.module.pattern!r}); convert a plain model (pattern='none')")
+    source_arch = _source_arch(model)  # read before the blocks are swapped
     num_stages = max(i.stage for i in infos)
     rule = resolve_placement(stages, config.pattern, num_stages)
     plain = config.with_pattern("none")
@@ -371,6 +411,8 @@ def convert(model: nn.Module, pattern: Union[str, int] = "dual", *, stages: Plac
         record["stages"] = stages
     record.update(attention_options)
     model.resattn_convert_kwargs = record
+    if getattr(model, "resattn_arch", None) is None and source_arch is not None:
+        model.resattn_arch, model.resattn_model_kwargs = source_arch
 
     after = _tensors(model)
     state = model.state_dict()

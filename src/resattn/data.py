@@ -11,21 +11,27 @@ Everything goes through :func:`load_dataset`, which returns a :class:`DataBundle
   with torchvision transforms (random resized crop + flip for train, resize + centre crop
   for test); samples are normalised ``float32`` tensors ``(3, S, S)`` and ``int`` labels.
 
-Nothing is downloaded unless ``download=True`` is passed. Files are parsed with
-torchvision's own readers (IDX via ``torchvision.datasets.mnist.read_image_file`` /
-``read_label_file``, CIFAR pickles via ``torchvision.datasets.CIFAR10/CIFAR100``).
+Nothing is downloaded unless ``download=True`` is passed. IDX files are parsed with
+torchvision's readers (``torchvision.datasets.mnist.read_image_file`` / ``read_label_file``).
+CIFAR pickle batches (torchvision's file names and md5 sums) are checked before they are
+unpickled: each file's md5 is compared with the official release, and every file is read by an
+unpickler that builds arrays and containers only, so a tampered batch cannot run code.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -405,30 +411,57 @@ def _read_digits() -> _Splits:
 
 
 # ---- CIFAR ---------------------------------------------------------------------------
-def _unverified(cls: type) -> type:
-    """``cls`` with torchvision's md5 checks of the extracted batch files turned off.
+#: The globals a CIFAR batch pickle may name: numpy arrays (rebuilt from their bytes), nothing
+#: that runs other code. Every other global is refused before anything is built.
+_CIFAR_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
 
-    torchvision only accepts batch files whose md5 matches the official release, which
-    rejects re-pickled copies and small test fixtures. Reading only needs the files to
-    exist (``check_integrity(path, None)``); the arrays are shape-checked after loading.
-    Downloads still go through the original class, which verifies the archive md5.
-    """
-    return type(
-        f"_Unverified{cls.__name__}",
-        (cls,),
-        {
-            "train_list": [[f, None] for f, _ in cls.train_list],
-            "test_list": [[f, None] for f, _ in cls.test_list],
-            "meta": {**cls.meta, "md5": None},
-        },
-    )
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that builds dicts, lists, strings, numbers and numpy arrays only."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"the file names {module}.{name}, which a CIFAR batch "
+                                         "never does; it is refused without running it")
+        return super().find_class(module, name)
+
+
+def _md5(path: Path) -> str:
+    import hashlib
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_cifar_pickle(path: Path, md5: str | None) -> dict:
+    """One CIFAR batch, its integrity checked before it is unpickled: a file with the official
+    md5 is the release; any other file (a re-pickled copy, a test fixture) is read with
+    :class:`_ArrayUnpickler`, which refuses anything but arrays and containers, and a warning
+    says it is not the official release. The official ones are read the same way."""
+    if md5 is not None and _md5(path) != md5:
+        warnings.warn(f"{path}: md5 differs from the official CIFAR release; reading it with an "
+                      "unpickler that accepts arrays and containers only", stacklevel=3)
+    try:
+        with path.open("rb") as f:
+            obj = _ArrayUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise ValueError(f"{path} is not a CIFAR batch: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} is not a CIFAR batch: it holds a {type(obj).__name__}, not a dict")
+    return obj
 
 
 _CIFAR_CLASSES = {
     "cifar10": torchvision.datasets.CIFAR10,
     "cifar100": torchvision.datasets.CIFAR100,
 }
-_CIFAR_READERS = {name: _unverified(cls) for name, cls in _CIFAR_CLASSES.items()}
 
 
 def _cifar_files_present(root: Path, cls: type) -> bool:
@@ -455,15 +488,25 @@ def _read_cifar(name: str, root: Path | None, download: bool) -> _Splits:
             f"--data-dir DIR where DIR contains {cls.base_folder}/.",
             searched=[r / cls.base_folder for r in candidates],
         )
-    reader = _CIFAR_READERS[name]
+    folder = found / cls.base_folder
+    label_key = "fine_labels" if name == "cifar100" else "labels"
     out = []
-    for train in (True, False):
-        ds = reader(str(found), train=train, download=False)
-        data = torch.from_numpy(ds.data)
-        if data.ndim != 4 or tuple(data.shape[1:]) != (32, 32, 3) or len(data) != len(ds.targets):
-            raise ValueError(f"{name}: unexpected batch contents {tuple(data.shape)} with {len(ds.targets)} labels")
-        out += [data.permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.int64)]
-    return (*out, list(ds.classes))
+    for files in (cls.train_list, cls.test_list):
+        xs, ys = [], []
+        for fname, md5 in files:
+            batch = _read_cifar_pickle(folder / fname, md5)
+            if "data" not in batch or label_key not in batch:
+                raise ValueError(f"{folder / fname}: a CIFAR batch holds 'data' and "
+                                 f"{label_key!r}; found {sorted(batch)}")
+            data = torch.as_tensor(np.asarray(batch["data"], dtype=np.uint8))
+            if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(batch[label_key]):
+                raise ValueError(f"{name}: unexpected batch contents {tuple(data.shape)} with "
+                                 f"{len(batch[label_key])} labels in {folder / fname}")
+            xs.append(data.reshape(-1, 3, 32, 32))
+            ys += [int(v) for v in batch[label_key]]
+        out += [torch.cat(xs).contiguous(), torch.tensor(ys, dtype=torch.int64)]
+    meta = _read_cifar_pickle(folder / cls.meta["filename"], cls.meta["md5"])
+    return (*out, [str(c) for c in meta[cls.meta["key"]]])
 
 
 # ---- image folders -------------------------------------------------------------------

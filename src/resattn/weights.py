@@ -49,7 +49,8 @@ CHECKPOINT_FORMAT = "resattn-checkpoint/1"
 
 def parse_arch(arch: str) -> tuple[str, str]:
     """Split an architecture spec into (library, name): ``'cifar_resnet20'`` -> ``('resattn',
-    'cifar_resnet20')``, ``'torchvision:resnet50'``, ``'timm:resnet50'``.
+    'cifar_resnet20')``, ``'torchvision:resnet50'``, ``'timm:resnet50'``; the names resattn
+    registers in timm (``'resattn_resnet50_dual'``) need no ``timm:`` prefix.
 
     Raises:
         ValueError: unknown library prefix or model name (the message lists what is allowed).
@@ -59,6 +60,8 @@ def parse_arch(arch: str) -> tuple[str, str]:
     library, sep, name = arch.partition(":")
     if not sep:
         library, name = "resattn", arch
+        if arch.startswith("resattn_") and not is_model(arch):  # resattn's timm registrations
+            library = "timm"
     if library == "resattn":
         if not is_model(name):
             raise ValueError(f"arch={arch!r}: {name!r} is not a resattn model; allowed: "
@@ -216,7 +219,8 @@ def load_model(spec: Union[str, os.PathLike], *, map_location: Any = "cpu",
     """A model from an architecture spec or a resattn checkpoint.
 
     Args:
-        spec: a checkpoint path (a file): rebuild ``arch`` with ``model_kwargs``, re-apply
+        spec: a checkpoint path (a file, or a run folder holding ``checkpoint.pt``): rebuild
+            ``arch`` with ``model_kwargs``, re-apply
             ``convert(**convert_kwargs)`` when present, then load the state_dict strictly.
             Otherwise an architecture spec (``'cifar_resnet20'``, ``'torchvision:resnet50'``,
             ``'timm:resnet50'``) built with random weights and ``**model_kwargs``.
@@ -231,6 +235,11 @@ def load_model(spec: Union[str, os.PathLike], *, map_location: Any = "cpu",
             architecture; weights that do not match the rebuilt model (key or shape).
     """
     path = Path(spec)
+    if path.is_dir():  # a run folder (resattn train/compare): its checkpoint
+        if not (path / "checkpoint.pt").is_file():
+            raise FileNotFoundError(f"{str(spec)!r} is a folder without checkpoint.pt (a run "
+                                    "folder holds one after its first epoch)")
+        path = path / "checkpoint.pt"
     if not path.is_file():
         if path.suffix in (".pt", ".pth", ".ckpt", ".bin") or os.sep in str(spec):
             raise FileNotFoundError(f"checkpoint {str(spec)!r} does not exist (an architecture "
