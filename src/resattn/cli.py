@@ -157,6 +157,19 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
                         "cluster has GPUs, else 0)")
 
 
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="torch threads per run (default: torch's choice for this machine, or the "
+                        "CPUs a Ray task gets); on a shared CPU 1 is often several times faster")
+
+
+def _apply_threads(args: argparse.Namespace) -> None:
+    """``--threads`` for the runs of this process (Ray tasks get theirs from the executor)."""
+    if getattr(args, "threads", None):
+        import torch
+        torch.set_num_threads(args.threads)
+
+
 def _executor_from_args(args: argparse.Namespace):
     """The executor the flags of :func:`_add_executor_args` ask for.
 
@@ -167,7 +180,8 @@ def _executor_from_args(args: argparse.Namespace):
     from .executors import make_executor
     try:
         return make_executor(args.executor, address=args.address, cpus_per_run=args.cpus_per_run,
-                             gpus_per_run=args.gpus_per_run)
+                             gpus_per_run=args.gpus_per_run,
+                             threads=getattr(args, "threads", None))
     except ImportError as e:
         raise ValueError(f"--executor {args.executor}: {e}") from e
 
@@ -182,6 +196,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                  epochs=args.epochs, batch_size=args.batch_size,
                                                  lr=args.lr, seed=args.seed).items() if v is not None},
                       **_training_kwargs(args))
+    if args.resume and not (Path(args.out) / "checkpoint.pt").is_file():
+        raise ValueError(f"--resume: {args.out} has no checkpoint.pt to continue from (leave "
+                         "--resume out to start a new run there)")
+    _apply_threads(args)
     result = train(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in vars(result).items()}, indent=2))
     return 0 if result.status == "finished" else 3
@@ -233,13 +251,21 @@ def _load_yaml(path: str) -> dict[str, Any]:
     return out
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import FULL, CompareConfig, run_compare
+def compare_config(args: argparse.Namespace):
+    """The :class:`~resattn.compare.CompareConfig` of ``resattn compare`` arguments, with one
+    precedence: flags > the ``--config`` YAML > defaults. ``--full`` and ``full: true`` each
+    stand for ``quick: false, epochs: 15`` at their own level, below that level's explicit
+    keys (``--full --epochs 3``: 3 epochs; a YAML with ``full: true`` and ``epochs: 3``: 3;
+    a YAML with ``epochs: 3`` and the flag ``--full``: 15)."""
+    from .compare import FULL, CompareConfig
     from .train import TrainConfig
 
     opts: dict[str, Any] = {}
     if args.config:
         opts.update(_load_yaml(args.config))
+        if "lr" in opts:  # YAML may say lr: 0.1 or lr: [0.05, 0.1]; --lr (below) overrides it
+            lr = opts.pop("lr")
+            opts["lrs"] = lr if isinstance(lr, list) else [lr]
     if args.full:
         opts.update(FULL)
     cli = dict(dataset=args.dataset, data_dir=args.data_dir, download=args.download,
@@ -247,9 +273,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
                seeds=args.seeds, lrs=args.lr, epochs=args.epochs, train_subset=args.train_subset,
                batch_size=args.batch_size, out=args.out, baseline=args.baseline)
     opts.update({k: v for k, v in cli.items() if v is not None})
-    if "lr" in opts:  # YAML may say lr: 0.1 or lr: [0.05, 0.1]
-        lr = opts.pop("lr")
-        opts["lrs"] = lr if isinstance(lr, list) else [lr]
     train_fields = set(TrainConfig.__dataclass_fields__)
     train_opts = {k: opts.pop(k) for k in list(opts) if k in train_fields and k not in CompareConfig.__dataclass_fields__}
     for k, v in (opts.pop("train_options", None) or {}).items():
@@ -259,8 +282,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     train_opts.update(_training_kwargs(args))
     if "test_subset" in train_opts:
         opts["test_subset"] = train_opts.pop("test_subset")
-    cfg = CompareConfig(**opts, train_options=train_opts)
+    return CompareConfig(**opts, train_options=train_opts)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import run_compare
+    cfg = compare_config(args)
     executor = _executor_from_args(args)
+    _apply_threads(args)
     command = " ".join(shlex.quote(a) for a in ["resattn", *sys.argv[1:]]) if sys.argv[1:] else None
     res = run_compare(cfg, command=command, progress=not args.no_progress, executor=executor,
                       resume=not args.no_resume)
@@ -290,6 +319,12 @@ def cmd_study(args: argparse.Namespace) -> int:
     from .study import load_study, run_study
 
     study = load_study(args.file)
+    if args.budget is None:
+        print(f"{study.path}: choose a budget with --budget; this study defines:")
+        for name, settings in study.budgets.items():
+            opts = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "factors")
+            print(f"  {name:<6} {len(study.specs(name)):>3} runs  {opts}")
+        return 0 if args.dry_run else 2
     if args.dry_run:
         specs = study.specs(args.budget)
         print(f"{study.path}: valid; budget {args.budget}: {len(specs)} runs")
@@ -402,24 +437,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="resattn", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
+    from .train import TrainConfig
+    d = TrainConfig()
     t = sub.add_parser("train", help="train one model")
-    t.add_argument("--model", default="cifar_resnet20")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--out", default="runs/train", help="run folder (metrics, checkpoint, result)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.pt (the default when one exists)")
-    t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--model", default=d.model,
+                   help="resattn model name (see resattn.list_models()) (default: %(default)s)")
+    t.add_argument("--epochs", type=_positive_int, default=None,
+                   help=f"epochs (default: {d.epochs})")
+    t.add_argument("--batch-size", type=_positive_int, default=None,
+                   help=f"training batch size (default: {d.batch_size})")
+    t.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate of the warm-up + cosine schedule (default: {d.lr:g})")
+    t.add_argument("--seed", type=int, default=None,
+                   help=f"seed of initialisation, batch order and augmentation (default: {d.seed})")
+    t.add_argument("--out", default="runs/train",
+                   help="run folder (metrics, checkpoint, result) (default: %(default)s)")
+    resume = t.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="require OUT/checkpoint.pt and continue from it (an error when there "
+                             "is none; without this flag a checkpoint is still continued from)")
+    resume.add_argument("--no-resume", action="store_true",
+                        help="start over even if a checkpoint exists")
+    t.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (one line per epoch is printed either way)")
+    _add_threads_arg(t)
     _add_data_args(t)
     _add_attention_args(t)
     _add_training_args(t)
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("compare", help="train a grid of patterns and write a report (the main job)")
-    c.add_argument("--config", default=None, help="YAML file with compare options (flags override)")
+    c.add_argument("--config", default=None,
+                   help="YAML file with compare options; flags override it, it overrides the "
+                        "defaults (see resattn.cli.compare_config)")
     c.add_argument("--full", action="store_true",
                    help="whole splits and 15 epochs (default: class-balanced 8k train / 2k test "
                         "subsets of Fashion-MNIST/CIFAR, 2 epochs, 3 seeds: under 10 minutes on 2 cores)")
@@ -441,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unfinished runs start over instead of continuing from their checkpoint "
                         "(finished runs are still reused)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_threads_arg(c)
     _add_data_args(c)
     _add_training_args(c)
     _add_executor_args(c)
@@ -448,8 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("study", help="run a pre-registered study file and write its report and verdict")
     s.add_argument("file", help="study YAML (see studies/ and resattn.study)")
-    s.add_argument("--budget", choices=("smoke", "cpu", "full"), default="smoke",
-                   help="smoke: a test-sized run; cpu: 2 cores, < 30 min; full: a GPU (default smoke)")
+    s.add_argument("--budget", choices=("smoke", "cpu", "full"), default=None,
+                   help="smoke: a plumbing check; cpu: 2 cores, < 30 min; full: a GPU. Without "
+                        "it, the file's budgets are listed and nothing runs")
     s.add_argument("--out", default=None, help="output folder (default runs/studies/NAME-BUDGET)")
     s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     s.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (image folders)")
@@ -460,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unfinished runs start over instead of continuing from their checkpoint "
                         "(finished runs are still reused)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_threads_arg(s)
     _add_executor_args(s)
     s.set_defaults(func=cmd_study)
 
@@ -469,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evidence)
 
     v = sub.add_parser("convert", help="retrofit attention into a (pretrained) ResNet, checking parity")
-    v.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME, or checkpoint path")
+    v.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME (resattn_* names "
+                                  "without it), a checkpoint path or a run folder")
     v.add_argument("--weights", default=None, help="state_dict/checkpoint path (or resnet name) to load first")
     v.add_argument("--out", default=None, help="converted checkpoint path")
     v.add_argument("--size", type=_positive_int, default=224, help="image size of the parity batch")
@@ -480,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("inspect", help="per-block table: pattern, attention, gamma, parameters")
-    i.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME, or checkpoint path")
+    i.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME (resattn_* names "
+                                  "without it), a checkpoint path or a run folder")
     i.set_defaults(func=cmd_inspect)
 
     e = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram (dynamic batch, "
@@ -502,12 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time, saved-for-backward bytes and FLOPs of each pattern vs "
                                      "plain and timm's peers, in one interleaved run (CSV + PNG)")
-    b.add_argument("--model", default="cifar_resnet20")
+    b.add_argument("--model", default="cifar_resnet20", help="resattn model (default: %(default)s)")
     b.add_argument("--variants", "--patterns", type=_csv(str), default=None,
                    help="comma list of PATTERN[:ATTN] or dual[-gate]:SKIP/RES (default: none, "
                         "branch:se, post:se, pre:se, dual:eca/cbam, dual-gate:eca/cbam, dual:se/se, "
                         "dual:eca/eca)")
-    b.add_argument("--batch-size", type=_positive_int, default=128)
+    b.add_argument("--batch-size", type=_positive_int, default=128,
+                   help="batch size of each timed step (default: %(default)s)")
     b.add_argument("--input", type=_chw, default=[1, 28, 28], help="C,H,W (default 1,28,28)")
     b.add_argument("--steps", type=_positive_int, default=3, help="steps per row and round")
     b.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds (median)")
@@ -516,10 +572,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-reference", action="store_true",
                    help="leave out the unfused (reference) form of each variant")
     b.add_argument("--no-peers", action="store_true", help="leave out timm's peers")
-    b.add_argument("--no-channels-last", action="store_true")
+    b.add_argument("--no-channels-last", action="store_true",
+                   help="keep NCHW memory layout (default: channels_last)")
     b.add_argument("--threads", type=_positive_int, default=None,
                    help="torch threads (default torch's; 1 is steadier on a shared machine)")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
     b.add_argument("--out", default="runs/bench", help="folder for bench.csv and bench.png")
     b.set_defaults(func=cmd_bench)
     return p

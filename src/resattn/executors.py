@@ -303,7 +303,7 @@ class RayExecutor(Executor):
             Ray Client. When Ray is already initialised in this process, that session is used
             and left running; a session this executor started is shut down at the end.
         cpus_per_run: CPUs each run reserves (> 0; torch uses ``max(1, int(cpus_per_run))``
-            threads).
+            threads unless ``threads`` says otherwise).
         gpus_per_run: GPUs each run reserves, in [0, 1] (0.5: two runs share a GPU). None: 1
             when the cluster has GPUs, else 0. One run on several GPUs is torchrun's job
             (``resattn train`` under ``torchrun``), not the grid's.
@@ -323,7 +323,8 @@ class RayExecutor(Executor):
 
     def __init__(self, address: Optional[str] = None, *, cpus_per_run: float = 1.0,
                  gpus_per_run: Optional[float] = None, max_retries: int = 3,
-                 train_fn: Optional[TrainFn] = None, connect_timeout_s: float = 10.0) -> None:
+                 train_fn: Optional[TrainFn] = None, connect_timeout_s: float = 10.0,
+                 threads: Optional[int] = None) -> None:
         if not (isinstance(cpus_per_run, (int, float)) and cpus_per_run > 0):
             raise ValueError(f"cpus_per_run={cpus_per_run!r} must be a number > 0")
         if gpus_per_run is not None and not (isinstance(gpus_per_run, (int, float))
@@ -339,6 +340,7 @@ class RayExecutor(Executor):
         self.max_retries = max_retries
         self.train_fn = train_fn or train
         self.connect_timeout_s = connect_timeout_s
+        self.threads = threads
 
     def _connect(self) -> bool:
         """Initialise Ray unless it is; True when this call started the session.
@@ -383,7 +385,7 @@ class RayExecutor(Executor):
                 if job.data not in bundles:
                     bundles[job.data] = ray.put(job.data.load())
             task = ray.remote(_run_job)
-            threads = max(1, int(self.cpus_per_run))
+            threads = self.threads or max(1, int(self.cpus_per_run))
             attempts_before = {}
             for i, job in todo:
                 if not job.resume:  # start over; a retry after a dead worker still resumes
@@ -449,9 +451,11 @@ class RayExecutor(Executor):
 
 
 def make_executor(name: str = "sequential", *, address: Optional[str] = None,
-                  cpus_per_run: Optional[float] = None, gpus_per_run: Optional[float] = None
-                  ) -> Executor:
+                  cpus_per_run: Optional[float] = None, gpus_per_run: Optional[float] = None,
+                  threads: Optional[int] = None) -> Executor:
     """An executor by name (``sequential`` | ``ray``), with the Ray options checked.
+    ``threads``: torch threads of each Ray task (default ``max(1, int(cpus_per_run))``); a
+    sequential grid runs on this process's threads (``torch.set_num_threads``).
 
     Raises:
         ValueError: an unknown name, or Ray options given to the sequential executor.
@@ -467,4 +471,4 @@ def make_executor(name: str = "sequential", *, address: Optional[str] = None,
                              "(--executor ray)")
         return SequentialExecutor()
     return RayExecutor(address, cpus_per_run=1.0 if cpus_per_run is None else cpus_per_run,
-                       gpus_per_run=gpus_per_run)
+                       gpus_per_run=gpus_per_run, threads=threads)
