@@ -6,9 +6,35 @@ from resattn import ATTN_NAMES, Modulation, create_attention
 from resattn.attention import validate_attn
 
 
+#: timm attention types resattn leaves out, and why (each one not a z -> z * m(z)-like gate).
+NOT_GATES = {
+    "sk": "selective-kernel convolution: replaces a conv, changes channels",
+    "splat": "split-attention convolution (ResNeSt): replaces a conv",
+    "lambda": "lambda layer: self-attention replacing a conv",
+    "bottleneck": "bottleneck self-attention: needs the feature size",
+    "halo": "halo self-attention: needs block and halo sizes",
+    "nl": "non-local block: adds its own residual",
+    "bat": "BAT non-local block: adds its own residual",
+}
+
+
 def test_supported_names_are_the_shape_keeping_timm_types():
-    assert ATTN_NAMES == ("se", "ese", "eca", "ecam", "ceca", "ge", "gc", "gca", "cbam", "lcbam",
-                          "coord", "scoord", "ela", "strip")
+    """ATTN_NAMES against timm's own factory: every name timm's create_attn knows is either
+    supported (and keeps the shape through timm's module) or left out with a reason."""
+    import importlib
+    import re
+
+    timm_attn = importlib.import_module("timm.layers.create_attn")  # the module, not the function
+    source = open(timm_attn.__file__).read()
+    timm_names = set(re.findall(r"attn_type == '(\w+)'", source))
+    assert set(ATTN_NAMES) <= timm_names, set(ATTN_NAMES) - timm_names
+    unexplained = timm_names - set(ATTN_NAMES) - set(NOT_GATES)
+    assert not unexplained, f"timm has attention types resattn neither supports nor excludes: {unexplained}"
+    for name in ATTN_NAMES:
+        module = timm_attn.get_attn(name)
+        assert module is not None, name
+        built = create_attention(name, 16)
+        assert isinstance(built, module if isinstance(module, type) else nn.Module), name
 
 
 @pytest.mark.parametrize("name", ATTN_NAMES)

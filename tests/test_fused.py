@@ -45,12 +45,12 @@ def test_every_supported_type_but_gca_has_a_mask_form():
         mask_form(Modulation("gca", 16).attn, torch.randn(1, 16, 4, 4))
 
 
-@pytest.mark.parametrize("attn", ATTN_NAMES)
+@pytest.mark.parametrize("attn", [pytest.param(a, marks=pytest.mark.skip(
+    reason="gca adds a global-context term: it has no mask form (has_mask_form is False, tested "
+           "above)")) if a == "gca" else a for a in ATTN_NAMES])
 def test_mask_form_reproduces_the_timm_module(attn):
     mod = Modulation(attn, 16).attn.train()
     z = torch.randn(2, 16, 9, 5)
-    if attn == "gca":
-        return
     p, m = mask_form(mod, z)
     out = (z if p is None else p) * m
     assert out.shape == z.shape
