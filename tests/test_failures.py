@@ -152,3 +152,31 @@ def test_an_unreachable_ray_address_fails_in_the_stated_time(tmp_path, capsys):
     code = main(["compare", "--dataset", "digits", "--patterns", "none", "--epochs", "1", "--out",
                  str(tmp_path), "--executor", "ray", "--address", address, "--no-progress"])
     assert code == 2 and f"nothing answers at '{address}'" in capsys.readouterr().err
+
+
+STUDY = """
+name: t
+claim: a beats b.
+hypothesis: {better: a, worse: b, metric: final_acc}
+decision_rule: {test: paired_ci, confidence: 0.95}
+variants: {a: {pattern: dual}, b: {pattern: none}}
+dataset: digits
+budgets:
+  smoke: {epochs: 1, train_subset: 100, test_subset: 50, seeds: [0, 1]}
+"""
+
+
+def test_a_corrupt_checkpoint_does_not_stop_a_study(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(STUDY)
+    out = tmp_path / "out"
+    bad = out / "runs" / "a-s0"
+    bad.mkdir(parents=True)
+    (bad / "checkpoint.pt").write_bytes(b"PK\x03\x04" + os.urandom(3000))  # a zip cut short
+    args = ["study", str(path), "--budget", "smoke", "--out", str(out), "--no-progress"]
+    assert main(args) == 4  # the grid ran to its end; one run failed
+    err = capsys.readouterr().err
+    assert "a-s0: failed" in err and "is truncated" in err and "--no-resume" in err
+    doc = json.loads((out / "study.json").read_text())
+    assert (doc["runs"], doc["finished"], doc["failed"]) == (4, 3, 1)
+    assert main(args + ["--no-resume"]) == 0

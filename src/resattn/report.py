@@ -424,9 +424,10 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
     plt.close(fig)
 
     dual = [r for r in rows if _is_dual(r)]
-    first_seed = min((r["seed"] for r in dual), default=0)
     gate_epochs = {r["run_id"]: [m for m in metrics[r["run_id"]] if m.get("type") == "epoch" and m.get("gates")]
                    for r in dual}
+    # the first seed with gate records (a failed run of seed 0 leaves none)
+    first_seed = min((r["seed"] for r in dual if gate_epochs[r["run_id"]]), default=0)
     seed_of_all = {r["run_id"]: r["seed"] for r in dual}
     if any(gate_epochs.values()):
         fig, ax = plt.subplots(figsize=(7, 4))

@@ -638,7 +638,7 @@ _RESUME_KEYS = ("state_dict", "optimizer", "scheduler", "epoch", "best_acc", "tr
 
 def _resume_checkpoint(path: Path, out: Path) -> dict[str, Any]:
     """The run's checkpoint, or a :class:`CheckpointError` that names the run and the way out."""
-    hint = (f"start this run over with --no-resume (resume=False; it then writes a new "
+    hint = (f"Start this run over with --no-resume (resume=False; it then writes a new "
             f"checkpoint), or delete {out}")
     try:
         ckpt = read_checkpoint(path)

@@ -124,8 +124,8 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     kind, detail = _sniff(path)
     if kind == "truncated":
-        raise CheckpointError(f"{str(path)!r} is truncated: {detail}. It was cut off while being "
-                              "written or copied; write it again (a run: start it over)", kind)
+        raise CheckpointError(f"{str(path)!r} is truncated: {detail}; it was cut off while being "
+                              "written or copied", kind)
     if kind == "not-a-checkpoint":
         raise CheckpointError(f"{str(path)!r} is not a PyTorch checkpoint: {detail}", kind)
     if kind == "torchscript":
@@ -145,8 +145,8 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
             "torch.load(path, weights_only=False) and pass its state_dict instead",
             "python-objects") from e
     except EOFError as e:
-        raise CheckpointError(f"{str(path)!r} is truncated: the pickle ends before its end; "
-                              "write it again (a run: start it over)", "truncated") from e
+        raise CheckpointError(f"{str(path)!r} is truncated: its pickle stops early; it was cut "
+                              "off while being written or copied", "truncated") from e
     except Exception as e:  # a damaged archive, ...
         raise CheckpointError(f"{str(path)!r} cannot be read as a PyTorch checkpoint "
                               f"({_last_line(e)})",
