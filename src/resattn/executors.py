@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -408,8 +409,8 @@ class RayExecutor(Executor):
         ray = self.ray
         from tqdm.auto import tqdm
         done, failed = done_before, 0
-        bar = tqdm(total=total, initial=done_before, desc="grid", unit="run", disable=not progress,
-                   dynamic_ncols=True)
+        bar = tqdm(total=total, initial=done_before, desc="grid", unit="run", dynamic_ncols=True,
+                   disable=not (progress and sys.stderr.isatty()))  # frames only on a terminal
 
         def say(msg: str) -> None:
             with tqdm.external_write_mode():
