@@ -52,7 +52,7 @@ from .modulation import Modulation
 
 __all__ = ["GATE_PATHS", "METHODS", "Candidate", "CandidateSet", "CandidateBlock",
            "insert_candidates", "advise", "Advice", "Placement", "select_placements",
-           "apply_placements"]
+           "apply_placements", "dataset_batches", "save_applied", "load_applied"]
 
 #: Gate positions, in the order of the block's computation.
 GATE_PATHS: tuple[str, ...] = ("pre", "branch", "skip", "post")
@@ -573,4 +573,61 @@ def apply_placements(model: nn.Module, placements: Iterable[Union[Placement, dic
             m.to(device=ref.device, dtype=ref.dtype).train(block.training)
         block.set_attention(cfg, paths)
     model.resattn_advice = [p.to_dict() for p in placements]
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# data and files
+# --------------------------------------------------------------------------------------------
+
+def dataset_batches(dataset: Any, *, batch_size: int = 128, batches: int = 4, seed: int = 0,
+                    in_chans: Optional[int] = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``batches`` batches of ``batch_size`` drawn without replacement from ``dataset`` (a
+    dataset of ``(x, y)`` items) with a seeded generator. ``in_chans``: repeat a one-channel
+    image to that many channels (a grey data set into an RGB network)."""
+    n = len(dataset)
+    take = min(n, batch_size * batches)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:take].tolist()
+    out = []
+    for start in range(0, take, batch_size):
+        items = [dataset[i] for i in order[start:start + batch_size]]
+        x = torch.stack([torch.as_tensor(i[0]) for i in items])
+        y = torch.as_tensor([int(i[1]) for i in items])
+        if in_chans is not None and x.shape[1] == 1 and in_chans != 1:
+            x = x.expand(-1, in_chans, -1, -1).contiguous()
+        out.append((x, y))
+    return out
+
+
+ADVICE_FORMAT = "resattn-advice/1"
+
+
+def save_applied(model: nn.Module, path: Union[str, Path]) -> Path:
+    """Save a model returned by :meth:`Advice.apply` / :func:`apply_placements`: its
+    architecture (as recorded by :func:`resattn.load_model`), its placements and its weights.
+    :func:`load_applied` rebuilds it."""
+    if not hasattr(model, "resattn_advice"):
+        raise ValueError("save_applied needs a model returned by apply_placements")
+    arch = getattr(model, "resattn_arch", None)
+    if arch is None:
+        raise ValueError("save_applied needs a model built by resattn.load_model (it records "
+                         "the architecture)")
+    from .weights import clean_state_dict
+    path = Path(path)
+    torch.save({"format": ADVICE_FORMAT, "arch": arch,
+                "model_kwargs": dict(getattr(model, "resattn_model_kwargs", {}) or {}),
+                "placements": list(model.resattn_advice),
+                "state_dict": clean_state_dict(model.state_dict())}, path)
+    return path
+
+
+def load_applied(path: Union[str, Path], map_location: Any = "cpu") -> nn.Module:
+    """Rebuild a model saved by :func:`save_applied` (architecture, placements, weights)."""
+    from .weights import load_model
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != ADVICE_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a {ADVICE_FORMAT} file")
+    model, _ = load_model(ckpt["arch"], **ckpt["model_kwargs"])
+    apply_placements(model, ckpt["placements"])
+    model.load_state_dict(ckpt["state_dict"], strict=True)
     return model
