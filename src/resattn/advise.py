@@ -407,7 +407,9 @@ def advise(model: nn.Module, loader: Iterable, *, types: Sequence[str] = ("se",)
     buffers = {k: v.detach().clone() for k, v in model.state_dict().items()
                if not any(k == n for n, _ in model.named_parameters())}
     t0 = time.perf_counter()
-    cset = insert_candidates(model, paths=paths, types=types, stages=stages)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        cset = insert_candidates(model, paths=paths, types=types, stages=stages)
     try:
         model.to(device).train()
         shapes: dict[int, tuple[int, ...]] = {}
