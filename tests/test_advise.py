@@ -214,3 +214,12 @@ def test_cli_advise(tmp_path, capsys):
     assert "| rank | block |" in out and "opened (gamma = 0): layer3." in out
     for name in ("advice.csv", "advice.md", "advice.json", "advice.png", "applied.pt"):
         assert (tmp_path / name).is_file()
+
+
+def test_per_block_placement_is_plain_data():
+    model = create_model("cifar_resnet20", in_chans=1, num_classes=4, pattern="branch",
+                         stages=["2.1", 3])
+    opened = [n for n, b in model.named_modules() if getattr(b, "pattern", "none") != "none"]
+    assert opened == ["layer2.1", "layer3.0", "layer3.1", "layer3.2"]
+    with pytest.raises(ValueError, match="stage.block_index"):
+        create_model("cifar_resnet20", pattern="branch", stages=["4.0"])
