@@ -290,12 +290,16 @@ def analyse(plan: dict[str, Any], out: Path, setting: str) -> dict[str, Any]:
         pair = [s for s in cs if s in acc.get(b, {})]
         combos[f"{a} - {b}"] = _t_ci([acc[a][s] - acc[b][s] for s in pair])
     result["combos"] = combos
-    result["verdict"] = (
-        "gains do not differ beyond seed noise: the ranking cannot be validated in this setting"
-        if not result["gate"]["differ"] else
-        ("supported" if result["claim_supported"] else "not supported") +
-        f": rho {rho['advisor']['rho']:+.2f} [{rho['advisor']['ci'][0]:+.2f}, "
-        f"{rho['advisor']['ci'][1]:+.2f}]")
+    if not result["floor"]["met"]:
+        result["verdict"] = (f"invalid: plain's mean final accuracy {plain_mean:.2f}% is below "
+                             f"the floor {floor}%")
+    elif not result["gate"]["differ"]:
+        result["verdict"] = ("gains do not differ beyond seed noise: the ranking cannot be "
+                             "validated in this setting")
+    else:
+        result["verdict"] = (("supported" if result["claim_supported"] else "not supported") +
+                             f": rho {rho['advisor']['rho']:+.2f} [{rho['advisor']['ci'][0]:+.2f}"
+                             f", {rho['advisor']['ci'][1]:+.2f}]")
     rows = [{"placement": n, "mean_gain": float(np.mean(gains[n])),
              "sd_gain": float(np.std(gains[n], ddof=1)), "n": len(gains[n]),
              "advisor_score": plan["placements"][n]["score"], **{b: baselines[b][i] for b in baselines}}

@@ -223,3 +223,63 @@ def test_per_block_placement_is_plain_data():
     assert opened == ["layer2.1", "layer3.0", "layer3.1", "layer3.2"]
     with pytest.raises(ValueError, match="stage.block_index"):
         create_model("cifar_resnet20", pattern="branch", stages=["4.0"])
+
+
+# ----------------------------------------------------------------- the validation's decision rule
+
+def _driver():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "advisor_validation.py"
+    spec = importlib.util.spec_from_file_location("advisor_validation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_study(tmp_path, gain_of_score, plain=90.0, noise=0.05, seeds=(0, 1, 2, 3, 4)):
+    """A plan with 6 placements (scores 1..6) and result.json files whose gains follow
+    ``gain_of_score`` plus seeded noise; the three-block models follow the same rule."""
+    import json
+    import random
+    drv = _driver()
+    drv.BOOTSTRAP = 400  # the rule, not its precision
+    names = [f"b{s}.{i}-branch" for s in (1, 2, 3) for i in (0, 1)]
+    params = [5, 3, 6, 1, 4, 2]
+    plan = {"seeds": list(seeds), "placements": {
+        n: {"score": float(k + 1), "params": params[k], "flops": params[::-1][k], "order": k % 3,
+            "options": {}} for k, n in enumerate(names)},
+        "combos": {"top3": {}, "bottom3": {}, "random3": {str(s): {} for s in seeds}}}
+    rng = random.Random(0)
+    combo = {"top3": 5.0, "random3": 3.5, "bottom3": 2.0}
+    for s in seeds:
+        accs = {"plain": plain}
+        accs.update({n: plain + gain_of_score(k + 1) + rng.gauss(0, noise) for k, n in enumerate(names)})
+        accs.update({c: plain + gain_of_score(v) + rng.gauss(0, noise) for c, v in combo.items()})
+        for name, acc in accs.items():
+            d = tmp_path / "main" / "runs" / name / f"seed{s}"
+            d.mkdir(parents=True)
+            (d / "result.json").write_text(json.dumps({"status": "finished", "final_acc": acc}))
+    return drv.analyse(plan, tmp_path, "main")
+
+
+def test_validation_rule_supported_when_gains_follow_the_score(tmp_path):
+    r = _fake_study(tmp_path, lambda s: 0.5 * s)
+    assert r["gate"]["differ"] and r["claim_supported"], r
+    assert r["verdict"].startswith("supported")
+    assert r["rho"]["advisor"]["rho"] == pytest.approx(1.0)
+    assert r["combos"]["top3 - bottom3"]["ci"][0] > 0
+
+
+def test_validation_rule_not_supported_when_gains_run_against_the_score(tmp_path):
+    r = _fake_study(tmp_path, lambda s: -0.5 * s)
+    assert r["gate"]["differ"] and not r["claim_supported"]
+    assert r["verdict"].startswith("not supported")
+    assert r["combos"]["top3 - bottom3"]["ci"][1] < 0
+
+
+def test_validation_rule_gate_and_floor(tmp_path):
+    r = _fake_study(tmp_path / "flat", lambda s: 0.0, noise=0.5)
+    assert not r["gate"]["differ"] and r["verdict"].startswith("gains do not differ")
+    r = _fake_study(tmp_path / "low", lambda s: 0.5 * s, plain=70.0)
+    assert r["verdict"].startswith("invalid: plain's mean")
