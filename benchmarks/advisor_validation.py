@@ -66,7 +66,8 @@ def _blocks(smoke: bool) -> list[str]:
 REGISTERED_PLAN = Path(__file__).resolve().parents[1] / "studies" / "advisor" / "11-advisor-plan.json"
 
 
-def make_plan(out: Path, seeds: list[int], smoke: bool) -> dict[str, Any]:
+def make_plan(out: Path, seeds: list[int], smoke: bool, data_dir: str | None = None
+              ) -> dict[str, Any]:
     path = out / "plan.json"
     if not path.exists() and not smoke and REGISTERED_PLAN.exists():
         plan = json.loads(REGISTERED_PLAN.read_text())
@@ -86,7 +87,7 @@ def make_plan(out: Path, seeds: list[int], smoke: bool) -> dict[str, Any]:
     from resattn.advise import advise, dataset_batches
     from resattn.data import load_dataset
 
-    bundle = load_dataset("fashion-mnist")
+    bundle = load_dataset("fashion-mnist", data_dir)
     torch.manual_seed(ADVISOR["seed"])
     model = create_model("cifar_resnet20", in_chans=1, num_classes=10)
     data = dataset_batches(bundle.train, batch_size=ADVISOR["batch_size"],
@@ -153,7 +154,8 @@ def _run_one(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(max(1, int(os.environ.get("ADVISOR_THREADS", "1"))))
     key = f"{config.get('train_subset')}-{config.get('test_subset')}"
     if key not in _BUNDLES:
-        _BUNDLES[key] = load_dataset("fashion-mnist", train_subset=config.get("train_subset"),
+        _BUNDLES[key] = load_dataset("fashion-mnist", config.get("data_dir"),
+                                     train_subset=config.get("train_subset"),
                                      test_subset=config.get("test_subset"))
     res = train(TrainConfig(**config), run_dir, bundle=_BUNDLES[key], progress=False)
     return {"status": res.status, "final_acc": res.final_acc, "train_time_s": res.train_time_s}
@@ -169,7 +171,7 @@ def _result(run_dir: Path) -> dict[str, Any] | None:
 
 
 def run_grid(plan: dict[str, Any], out: Path, setting: str, device: str, workers: int,
-             smoke: bool) -> None:
+             smoke: bool, data_dir: str | None = None) -> None:
     jobs = []
     for seed in plan["seeds"]:
         for name, options in _variants(plan, seed).items():
@@ -178,7 +180,8 @@ def run_grid(plan: dict[str, Any], out: Path, setting: str, device: str, workers
                 continue
             config = dict(TRAIN, **SETTINGS[setting]["train"], **(SMOKE if smoke else {}))
             model_kwargs = {k: v for k, v in options.items()}
-            config.update(seed=seed, device=device, model_kwargs=model_kwargs, num_workers=0)
+            config.update(seed=seed, device=device, model_kwargs=model_kwargs, num_workers=0,
+                          data_dir=data_dir)
             jobs.append((str(run_dir), config))
     total = len(jobs)
     print(f"grid: {total} runs to train ({setting}), {workers} processes on {device}", flush=True)
@@ -352,15 +355,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--workers", type=int, default=1, help="training processes at once")
     ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--data-dir", default=None,
+                    help="folder with Fashion-MNIST's IDX files (default: resattn's search path)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny budget (256 images, 1 epoch, seeds 0,1, three blocks): checks the "
                          "pipeline, says nothing about the advisor")
     args = ap.parse_args(argv)
     seeds = [0, 1] if args.smoke else [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
-    plan = make_plan(out, seeds, args.smoke)
+    plan = make_plan(out, seeds, args.smoke, args.data_dir)
     if args.stage in ("all", "grid"):
-        run_grid(plan, out, args.setting, args.device, args.workers, args.smoke)
+        run_grid(plan, out, args.setting, args.device, args.workers, args.smoke, args.data_dir)
     if args.stage in ("all", "analyse"):
         result = analyse(plan, out, args.setting)
         print((out / args.setting / "analysis.md").read_text())
