@@ -159,7 +159,9 @@ class CandidateSet:
 
     def reset(self, seed: int) -> None:
         """Fresh mask parameters (PyTorch's default init, seeded) and gamma = 0 on every gate."""
-        with torch.random.fork_rng(devices=[]):
+        cuda = sorted({p.device.index or 0 for c in self.candidates for p in c.gate.parameters()
+                       if p.device.type == "cuda"})
+        with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             for c in self.candidates:
                 for m in c.gate.attn.modules():
@@ -403,9 +405,9 @@ def advise(model: nn.Module, loader: Iterable, *, types: Sequence[str] = ("se",)
     ref = next(model.parameters())
     device = torch.device(device) if device is not None else ref.device
     data = _take_batches(loader, batches, device)
-    was_training = model.training
-    buffers = {k: v.detach().clone() for k, v in model.state_dict().items()
-               if not any(k == n for n, _ in model.named_parameters())}
+    was_training, home = model.training, ref.device
+    names = {n for n, _ in model.named_parameters()}
+    buffers = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in names}
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -420,6 +422,8 @@ def advise(model: nn.Module, loader: Iterable, *, types: Sequence[str] = ("se",)
         hooks = [c.gate.register_forward_pre_hook(record) for c in cset.candidates]
         groups = cset.gate_parameters()
         flat = [p for g in groups for p in g]
+        flat_index = {id(p): i for i, p in enumerate(flat)}
+        group_index = [[flat_index[id(p)] for p in g] for g in groups]
         n = len(cset.candidates)
         contrib = torch.zeros(inits, len(data), n, dtype=torch.float64)
         for r in range(inits):
@@ -431,25 +435,18 @@ def advise(model: nn.Module, loader: Iterable, *, types: Sequence[str] = ("se",)
                 grads = torch.autograd.grad(loss.float(), flat, allow_unused=True)
                 grads = [torch.zeros_like(p) if g is None else g for p, g in zip(flat, grads)]
                 if method == "grad":
-                    i = 0
-                    for k, g in enumerate(groups):
-                        gamma = cset.candidates[k].gate.gamma
-                        for p in g:
-                            if p is gamma:
-                                contrib[r, b, k] = grads[i].double().sum()
-                            i += 1
-                    continue
-                before = [p.detach().clone() for p in flat]
-                for p, g in zip(flat, grads):
-                    p.grad = g
-                opt.step()
-                i = 0
-                for k, g in enumerate(groups):
-                    s = 0.0
-                    for p in g:
-                        s -= float((grads[i].double() * (p.detach() - before[i]).double()).sum())
-                        i += 1
-                    contrib[r, b, k] = s
+                    step = [grads[flat_index[id(c.gate.gamma)]].sum() for c in cset.candidates]
+                else:
+                    before = [p.detach().clone() for p in flat]
+                    for p, g in zip(flat, grads):
+                        p.grad = g
+                    opt.step()
+                    # first-order loss decrease bought by each gate's own update: -g . delta
+                    terms = [-(g.double() * (p.detach() - p0).double()).sum()
+                             for p, g, p0 in zip(flat, grads, before)]
+                    step = [sum(terms[i] for i in idx) for idx in group_index]
+                contrib[r, b] = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device)
+                                             for v in step]).cpu()
             if hooks:
                 for h in hooks:
                     h.remove()
@@ -469,6 +466,7 @@ def advise(model: nn.Module, loader: Iterable, *, types: Sequence[str] = ("se",)
         seconds = time.perf_counter() - t0
     finally:
         cset.remove()
+        model.to(home)
         with torch.no_grad():
             state = model.state_dict()
             for k, v in buffers.items():
