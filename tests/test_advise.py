@@ -65,9 +65,15 @@ def test_candidates_are_inert_and_removal_restores_the_model(mode):
     assert list(model.state_dict()) == list(state)
 
 
-def test_torchvision_retrofit_is_a_valid_input():
+@pytest.mark.parametrize("source", ["torchvision", "timm"])
+def test_torchvision_retrofit_is_a_valid_input(source):
     torch.manual_seed(0)
-    model = trained_like(torchvision.models.resnet18(num_classes=4)).eval()
+    if source == "torchvision":
+        model = torchvision.models.resnet18(num_classes=4)
+    else:
+        import timm
+        model = timm.create_model("resnet18", pretrained=False, num_classes=4)
+    model = trained_like(model).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
@@ -75,7 +81,7 @@ def test_torchvision_retrofit_is_a_valid_input():
     data = [(x, torch.tensor([0, 1]))]
     result = advise(model, data, types=("se", "eca"), batches=1, inits=1)
     assert list(model.state_dict()) == keys  # removed again
-    assert all(type(m).__module__.startswith("torchvision") for m in model.modules()
+    assert all(type(m).__module__.startswith(source) for m in model.modules()
                if type(m).__name__ == "BasicBlock")
     apply_placements(model, result.placements(3))
     model.eval()
