@@ -23,7 +23,11 @@ Smallest smoke test (CPU, about a minute on 2 cores)::
 The registered run (a CUDA machine, N processes; 22 variants x 5 seeds = 110 runs)::
 
     PYTHONPATH=src python benchmarks/advisor_validation.py --out runs/advisor-validation \\
-        --device cuda --workers N
+        --device cuda --workers N [--data-dir FASHION_MNIST_DIR]
+
+Rerunning the same command resumes: finished runs are read back; ``--stage analyse`` only
+recomputes the statistics. A move to the next registered setting (``--setting noisy``, then
+``less-data``) is recorded under ``changes`` in the YAML before its runs.
 """
 from __future__ import annotations
 
