@@ -1,4 +1,5 @@
-"""Command line: ``resattn train | compare | study | evidence | convert | inspect | export | bench``
+"""Command line: ``resattn train | compare | study | evidence | convert | inspect | export | bench
+| advise``
 (also ``python -m resattn``)."""
 from __future__ import annotations
 
@@ -433,6 +434,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_advise(args: argparse.Namespace) -> int:
+    from .advise import advise, dataset_batches, save_applied
+    from .data import load_dataset
+    from .weights import load_model, parse_arch
+
+    bundle = load_dataset(args.dataset or "fashion-mnist", args.data_dir, download=bool(args.download),
+                          train_subset=args.train_subset, seed=args.seed)
+    if Path(args.source).is_file():
+        model, _ = load_model(args.source)
+    else:
+        kwargs: dict[str, Any] = {"num_classes": bundle.num_classes}
+        if parse_arch(args.source)[0] != "torchvision":
+            kwargs["in_chans"] = bundle.in_chans
+        model, _ = load_model(args.source, **kwargs)
+    import torch
+    stem = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    data = dataset_batches(bundle.train, batch_size=args.batch_size, batches=args.batches,
+                           seed=args.seed, in_chans=stem.in_channels if stem is not None else None)
+    result = advise(model, data, types=args.types, paths=args.paths, stages=args.stages,
+                    method=args.method, batches=args.batches, inits=args.inits, lr=args.probe_lr,
+                    seed=args.seed, bf16=args.bf16, device=args.device)
+    meta = result.meta
+    print(f"{len(result.rows)} candidate gates, method {meta['method']}, {meta['inits']} mask "
+          f"initialisations x {meta['batches']} batches of {meta['batch_size']}: "
+          f"{meta['seconds']:.1f} s on {meta['device']}")
+    print(result.to_markdown(limit=args.show))
+    if args.out:
+        for kind, path in result.save(args.out).items():
+            print(f"{kind}: {path}")
+    if args.apply:
+        result.apply(model, args.apply)
+        print("opened (gamma = 0): " + "; ".join(
+            f"{p['block']} {p['pattern']} " + ",".join(f"{k}={v}" for k, v in p.items()
+                                                        if k not in ("block", "pattern"))
+            for p in model.resattn_advice))
+        if args.out:
+            print(f"model: {save_applied(model, Path(args.out) / 'applied.pt')} "
+                  "(resattn.advise.load_applied rebuilds it)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -581,6 +623,30 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
     b.add_argument("--out", default="runs/bench", help="folder for bench.csv and bench.png")
     b.set_defaults(func=cmd_bench)
+
+    a = sub.add_parser("advise", help="rank where attention would help in a model (inert "
+                       "candidate gates scored on a few batches); optionally open the top K")
+    a.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME, or checkpoint path")
+    a.add_argument("--types", type=_csv(str), default=["se"],
+                   help="attention types of the candidates (comma list, default se)")
+    a.add_argument("--paths", type=_csv(str), default=["pre", "branch", "skip", "post"],
+                   help="gate positions: pre, branch (= dual residual), skip (dual skip), post; "
+                        "dual = skip,branch (default all four)")
+    a.add_argument("--stages", type=_stages, default=None, help="1-based stages (default all)")
+    a.add_argument("--method", choices=["probe", "grad"], default="probe")
+    a.add_argument("--batches", type=_positive_int, default=4, help="batches per initialisation")
+    a.add_argument("--inits", type=_positive_int, default=2, help="mask initialisations")
+    a.add_argument("--batch-size", type=_positive_int, default=128)
+    a.add_argument("--probe-lr", type=float, default=0.05, help="Adam step of the probe")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    a.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the model's)")
+    a.add_argument("--apply", type=int, default=0, metavar="K",
+                   help="open the top K compatible placements (gamma = 0) and save the model")
+    a.add_argument("--show", type=int, default=20, help="rows printed (all go to the files)")
+    a.add_argument("--out", default=None, help="folder for advice.csv/.md/.json/.png, applied.pt")
+    _add_data_args(a)
+    a.set_defaults(func=cmd_advise)
     return p
 
 

@@ -40,9 +40,10 @@ from ._registry import register_model
 __all__ = ["ResNet", "Placement", "resolve_placement", "split_model_kwargs", "POOL_TYPES",
            "checkpoint_filter_fn", "create_resnet"]
 
-#: Placement: stage numbers (1-based) that get the pattern, or a rule (stage, block_index) -> bool
-#: with stage 1-based and block_index 0-based (torchvision's ``layer{stage}.{block_index}``).
-Placement = Union[Iterable[int], Callable[[int, int], bool], None]
+#: Placement: stage numbers (1-based) or blocks ``"stage.block_index"`` that get the pattern, or a
+#: rule (stage, block_index) -> bool with stage 1-based and block_index 0-based (torchvision's
+#: ``layer{stage}.{block_index}``).
+Placement = Union[Iterable[Union[int, str]], Callable[[int, int], bool], None]
 
 #: ``global_pool`` values (timm's ``SelectAdaptivePool2d``; ``''`` keeps the feature map).
 POOL_TYPES: Tuple[str, ...] = ("avg", "max", "avgmax", "catavgmax", "")
@@ -63,10 +64,13 @@ def resolve_placement(stages: Placement, pattern: str, num_stages: int
 
     Default (None): every stage for patterns 1-3 (as SE-ResNet); the last two stages for ``dual``
     (the skip is gated only where features are mid/high level; early stages stay plain).
+    Entries are stage numbers (``2``: every block of stage 2) or single blocks as the string
+    ``"stage.block_index"`` (``"2.1"``: torchvision's ``layer2.1``; stage 1-based, block 0-based),
+    so a per-block placement stays plain data (YAML, JSON, checkpoints).
 
     Raises:
-        ValueError: a stage number outside 1..num_stages, or a non-integer entry.
-        TypeError: ``stages`` is neither None, an iterable of ints, nor a callable.
+        ValueError: a stage number outside 1..num_stages, or an entry that is neither.
+        TypeError: ``stages`` is neither None, an iterable of entries, nor a callable.
     """
     if stages is None:
         first = num_stages - 1 if pattern == "dual" else 1
@@ -76,13 +80,19 @@ def resolve_placement(stages: Placement, pattern: str, num_stages: int
     if isinstance(stages, (str, bytes)) or not isinstance(stages, Iterable):
         raise TypeError(f"stages must be stage numbers (1..{num_stages}), a callable "
                         f"(stage, block_index) -> bool, or None; got {stages!r}")
-    chosen = set()
+    chosen, blocks = set(), set()
     for s in stages:
+        if isinstance(s, str) and s.count(".") == 1 and all(p.isdigit() for p in s.split(".")):
+            stage, block = (int(p) for p in s.split("."))
+            if 1 <= stage <= num_stages:
+                blocks.add((stage, block))
+                continue
         if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= num_stages:
             raise ValueError(f"stages={list(stages)!r}: each stage must be an integer in "
-                             f"1..{num_stages} (1-based)")
+                             f"1..{num_stages} (1-based), or a block 'stage.block_index' "
+                             "(for example '2.0')")
         chosen.add(s)
-    return lambda stage, block: stage in chosen
+    return lambda stage, block: stage in chosen or (stage, block) in blocks
 
 
 def _check_pool(global_pool: str) -> None:
