@@ -75,10 +75,10 @@ def summarise(rows: list[dict[str, Any]], *, baseline: str = "none", metric: str
     Diverged and failed runs are counted, not averaged: a seed pairs only when both runs finished.
     Stability columns are means over finished and diverged runs (``min_skip_gain``: the lowest).
     """
-    from .stability import HIGHER_IS_BETTER
+    from .stability import higher_is_better
     from .stats import paired_difference, summarise_values
 
-    higher = HIGHER_IS_BETTER.get(metric, True)
+    higher = higher_is_better(metric)
     counted = ("finished", "diverged") if metric in COUNTS_DIVERGED else ("finished",)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
