@@ -147,7 +147,7 @@ GOOD = """
 name: t
 claim: the dual skip beats the gated one.
 hypothesis: {better: a, worse: b, metric: final_acc}
-decision_rule: {test: paired_ci, confidence: 0.95}
+decision_rule: {test: paired, confidence: 0.95}
 variants: {a: {pattern: dual}, b: {pattern: dual, skip_modulation: gate}}
 factors: {lr: [0.05, 0.1]}
 dataset: digits
@@ -159,12 +159,12 @@ budgets:
 @pytest.mark.parametrize("edit, match", [
     (("factors: {lr: [0.05, 0.1]}", "factors: {lrr: [0.05, 0.1]}"), r"factors\.lrr: unknown option 'lrr'"),
     (("metric: final_acc", "metric: top5"), r"hypothesis\.metric='top5' is not a known metric"),
-    (("decision_rule: {test: paired_ci, confidence: 0.95}\n", ""), r"no 'decision_rule'"),
+    (("decision_rule: {test: paired, confidence: 0.95}\n", ""), r"no 'decision_rule'"),
     (("skip_modulation: gate", "skip_modulatio: gate"), r"variants\.b\.skip_modulatio: unknown option"),
     (("worse: b", "worse: c"), r"hypothesis\.worse='c' is not a variant"),
     (("claim: the dual skip beats the gated one.\n", ""), r"no 'claim'"),
     (("smoke: {epochs: 1", "smoke: {epoch: 1"), r"budgets\.smoke\.epoch: unknown key"),
-    (("test: paired_ci", "test: vibes"), r"decision_rule\.test='vibes' is not allowed"),
+    (("test: paired", "test: vibes"), r"decision_rule\.test='vibes' is not allowed"),
     (("smoke: {epochs: 1", "smoke: {epochs: 0"), r"epochs=0 must be an integer >= 1"),
     # found by QA: these passed validation (or raised KeyError/TypeError) before
     (("seeds: [0, 1]", "seeds: []"), r"budgets\.smoke\.seeds=\[\] must be a non-empty list of integers"),

@@ -246,17 +246,24 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
 
 
 def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[Executor] = None,
-              progress: bool = True, log=print) -> list[dict[str, Any]]:
+              progress: bool = True, log=print, cache_dir: Optional[str | Path] = None
+              ) -> list[dict[str, Any]]:
     """Execute a list of runs, each in ``runs_dir/<run_id>``; the one runner of compare and study.
 
     The runs go to ``executor`` (default :class:`resattn.executors.SequentialExecutor`, one after
-    another in this process; :class:`resattn.executors.RayExecutor` makes each a Ray task). A run
-    with a ``result.json`` is finished and skipped; one with only a checkpoint resumes; one that
-    raises is recorded as ``failed`` and the list goes on.
+    another in this process; see :mod:`resattn.executors` for processes and Ray). A run with a
+    ``result.json`` is finished and skipped; one with only a checkpoint resumes; one that raises
+    is recorded as ``failed`` and the list goes on.
+
+    ``cache_dir``: the content-addressed run cache (:mod:`resattn.cache`): each run trains in
+    ``cache_dir/<key>`` unless a run with its key has finished there already (trained once, by
+    whichever grid needed it first; specs with one key in this list train once too), and its
+    ``result.json`` and ``metrics.jsonl`` are copied into ``runs_dir/<run_id>``.
 
     Returns:
-        One row per spec, in order: the spec's labels and cell, the result (:func:`_flat_result`)
-        and the stability metrics of :func:`resattn.stability.run_stability`.
+        One row per spec, in order: the spec's labels and cell, the result (:func:`_flat_result`),
+        ``cache_key`` (None without a cache) and the stability metrics of
+        :func:`resattn.stability.run_stability`.
 
     Raises:
         ValueError: ``runs_dir`` holds runs made with other options (before any run);
@@ -272,14 +279,31 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[
         raise ValueError(f"{runs_dir.parent} holds runs made with other options, which this grid "
                          f"would reuse: {'; '.join(stale)}. Use another --out, or delete those runs")
     executor = executor or SequentialExecutor(train_fn=train)
-    jobs = [Job(spec.run_id, spec.config, runs_dir / spec.run_id, DataSpec.from_config(spec.config))
-            for spec in specs]
+    keys: dict[str, Optional[str]] = {spec.run_id: None for spec in specs}
+    if cache_dir is None:
+        jobs = [Job(spec.run_id, spec.config, runs_dir / spec.run_id, DataSpec.from_config(spec.config))
+                for spec in specs]
+    else:
+        from .cache import run_key
+        cache_dir = Path(cache_dir)
+        jobs, seen = [], set()
+        for spec in specs:
+            key = keys[spec.run_id] = run_key(spec.config)
+            if key not in seen:
+                seen.add(key)
+                jobs.append(Job(spec.run_id, spec.config, cache_dir / key, DataSpec.from_config(spec.config)))
     results: dict[str, dict[str, Any]] = {}
     with contextlib.closing(executor.run(jobs, progress=progress, log=log)) as ended:
         for job, result in ended:
-            results[job.run_id] = result
+            results[job.run_id if cache_dir is None else str(Path(job.run_dir).name)] = result
+    if cache_dir is not None:
+        from .cache import materialize
+        for spec in specs:
+            key = keys[spec.run_id]
+            result = materialize(cache_dir / key, runs_dir / spec.run_id, key)
+            results[spec.run_id] = result if result is not None else results.get(key, {})
     return [{"run_id": spec.run_id, "variant": spec.variant, "attn": spec.attn, "seed": spec.seed,
-             "lr": spec.lr, "cell": dict(spec.cell),
+             "lr": spec.lr, "cell": dict(spec.cell), "cache_key": keys[spec.run_id],
              **_flat_result(results.get(spec.run_id) or {}, spec),
              **run_stability(read_metrics(runs_dir / spec.run_id))} for spec in specs]
 
@@ -291,7 +315,8 @@ def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         "skip_attn": kw.get("skip_attn", "eca") if kw.get("pattern") == "dual" else None,
         "skip_modulation": kw.get("skip_modulation", "near_identity") if kw.get("pattern") == "dual" else None,
         "model": spec.config.model, "dataset": spec.config.dataset, "epochs": spec.config.epochs,
-        "train_subset": spec.config.train_subset,
+        "train_subset": spec.config.train_subset, "bf16": spec.config.bf16,
+        "machine": result.get("machine"), "device": result.get("device"),
         "params": result.get("params"), "mflops": result.get("mflops"),
         "train_time_s": result.get("train_time_s"), "images_per_s": result.get("images_per_s"),
         "best_acc": result.get("best_acc"), "final_acc": result.get("final_acc"),
