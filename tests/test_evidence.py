@@ -10,7 +10,7 @@ import torch
 from resattn.cli import main
 from resattn.data import flip_labels, load_dataset
 from resattn.stability import loss_spikes, max_grad_norm, min_skip_gain, run_stability, steps_to_mark
-from resattn.stats import format_mean, paired_difference, summarise_values, t_quantile
+from resattn.stats import OUTCOMES, format_mean, paired_difference, summarise_values, t_quantile
 from resattn.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,9 +224,10 @@ def test_smoke_study_end_to_end_and_the_evidence_page(tmp_path, capsys):
                  "--out", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     doc = json.loads((out / "study.json").read_text())
-    assert doc["runs"] == 6 and doc["finished"] == 6 and doc["budget"] == "smoke"
+    assert doc["runs"] == 8 and doc["finished"] == 8 and doc["budget"] == "smoke" and doc["smoke"]
+    assert doc["validity"]["runs"] == 8 and "validity_line" in doc
     h = doc["hypotheses"][0]
-    assert h["verdict"] in ("supported", "contradicted", "inconclusive")
+    assert h["verdict"] in OUTCOMES
     cell = h["cells"][0]
     import csv
     with (out / "results.csv").open() as f:
@@ -239,6 +240,11 @@ def test_smoke_study_end_to_end_and_the_evidence_page(tmp_path, capsys):
     assert main(["evidence", str(out), "--out", str(page)]) == 0
     text = page.read_text()
     assert "gamma-order" in text and h["verdict"] in text and doc["command"] in text
+    assert "(smoke: not evidence)" in text
+    # every run has a cache key and its folder names it
+    keys = {json.loads((out / "runs" / r / "cache.json").read_text())["cache_key"]
+            for r in ("skip-small-s0", "reversed-s1")}
+    assert all((tmp_path / "cache" / k / "result.json").is_file() for k in keys)
     assert (tmp_path / "docs" / "evidence" / "gamma-order-smoke-accuracy.png").stat().st_size > 5000
     assert main(["evidence", str(tmp_path / "nothing")]) == 2
 

@@ -289,7 +289,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             mine = {run_key(s.config) for s in specs}
             keys |= mine
             print(f"{st.path}: valid; budget {args.budget}: {len(specs)} runs ({len(mine)} distinct), "
-                  f"about {estimate_cpu_hours(specs):.1f} CPU-hours on 2 cores (estimate)")
+                  f"about {estimate_cpu_hours(specs):.1f} h on a 2-core CPU (estimate)")
         if len(studies) > 1:
             print(f"all: {len(keys)} distinct runs (shared runs trained once)")
         return 0
