@@ -30,7 +30,8 @@ from typing import Any, Optional
 
 from .train import TrainConfig, _plain
 
-__all__ = ["CACHE_VERSION", "CACHE_IGNORED", "run_key", "materialize", "default_cache_dir"]
+__all__ = ["CACHE_VERSION", "CACHE_IGNORED", "run_key", "materialize", "default_cache_dir",
+           "cached_mismatch"]
 
 CACHE_VERSION = 1
 #: TrainConfig fields that do not change what is trained or recorded.
@@ -101,3 +102,14 @@ def materialize(cache_run: Path, run_dir: Path, key: str) -> Optional[dict[str, 
             shutil.copyfile(Path(cache_run) / name, run_dir / name)
     (run_dir / "cache.json").write_text(json.dumps({"cache_key": key, "path": str(cache_run)}, indent=2))
     return result
+
+
+def cached_mismatch(run_dir: Path, config: TrainConfig) -> Optional[str]:
+    """For a run folder filled from the cache (``cache.json``): what differs from ``config``
+    (None when the keys agree, or the folder is not a cached run: then the caller compares the
+    options themselves)."""
+    path = Path(run_dir) / "cache.json"
+    if not path.is_file():
+        return None
+    key = json.loads(path.read_text()).get("cache_key")
+    return None if key == run_key(config) else f"{Path(run_dir).name} (cache key {key} -> {run_key(config)})"

@@ -266,7 +266,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = CompareConfig(**opts, train_options=train_opts)
     executor = _executor_from_args(args)
     command = " ".join(shlex.quote(a) for a in ["resattn", *sys.argv[1:]]) if sys.argv[1:] else None
-    res = run_compare(cfg, command=command, progress=not args.no_progress, executor=executor)
+    res = run_compare(cfg, command=command, progress=not args.no_progress, executor=executor,
+                      cache_dir=args.cache)
     print()
     print(res["table"])
     print()
@@ -452,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--baseline", default=None,
                    help="variant the others are paired against (default none, else the first)")
     c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--cache", default=None, metavar="DIR",
+                   help="train through the run cache DIR (resattn.cache; shared with studies, "
+                        "e.g. runs/studies/cache): identical runs are trained once")
     _add_data_args(c)
     _add_training_args(c)
     _add_executor_args(c)

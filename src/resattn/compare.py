@@ -218,11 +218,14 @@ def _mismatch(run_dir: Path, config: TrainConfig) -> Optional[str]:
 
 
 def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: bool = True,
-                log=print, executor: Optional[Executor] = None) -> dict[str, Any]:
+                log=print, executor: Optional[Executor] = None,
+                cache_dir: Optional[str | Path] = None) -> dict[str, Any]:
     """Run (or continue) the grid and write the report.
 
     ``executor``: where the runs execute (:mod:`resattn.executors`); default one after another
-    in this process. The report is the same for every executor.
+    in this process. The report is the same for every executor. ``cache_dir``: train through the
+    run cache (:mod:`resattn.cache`), sharing runs with studies and other grids that use it; each
+    run folder then holds copies of the result and metrics, the checkpoint stays in the cache.
 
     Returns:
         ``{"rows": [...], "paths": {...}, "table": str, "wall_time_s": float}``.
@@ -238,7 +241,8 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
     (out / "grid.json").write_text(json.dumps({"command": command, "config": asdict(cfg)},
                                               indent=2, default=str))
     t0 = time.perf_counter()
-    rows = run_specs(specs, out / "runs", executor=executor, progress=progress, log=log)
+    rows = run_specs(specs, out / "runs", executor=executor, progress=progress, log=log,
+                     cache_dir=cache_dir)
     wall = time.perf_counter() - t0
     from .report import write_report  # matplotlib is imported only when a report is written
     paths, table = write_report(out, rows, command=command, config=cfg, wall_time_s=wall)
@@ -274,7 +278,9 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[
 
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    stale = [m for m in (_mismatch(runs_dir / spec.run_id, spec.config) for spec in specs) if m]
+    from .cache import cached_mismatch
+    stale = [m for m in ((cached_mismatch if (runs_dir / spec.run_id / "cache.json").is_file()
+                          else _mismatch)(runs_dir / spec.run_id, spec.config) for spec in specs) if m]
     if stale:
         raise ValueError(f"{runs_dir.parent} holds runs made with other options, which this grid "
                          f"would reuse: {'; '.join(stale)}. Use another --out, or delete those runs")

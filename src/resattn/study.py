@@ -727,9 +727,15 @@ def run_studies(studies: list[Study], budget: str, outs: dict[str, str | Path], 
 
 
 def _check_stale(all_specs: dict[str, list[Any]], folders: dict[str, Path]) -> None:
+    from .cache import cached_mismatch
     from .compare import _mismatch
+
+    def mismatch(run_dir: Path, config: TrainConfig) -> Optional[str]:
+        if (run_dir / "cache.json").is_file():
+            return cached_mismatch(run_dir, config)
+        return _mismatch(run_dir, config)
     stale = [m for name, specs in all_specs.items() for m in
-             (_mismatch(folders[name] / "runs" / s.run_id, s.config) for s in specs) if m]
+             (mismatch(folders[name] / "runs" / s.run_id, s.config) for s in specs) if m]
     if stale:
         raise ValueError(f"study folders hold runs made with other options: {'; '.join(stale)}. "
                          "Use another --out, or delete those runs")
