@@ -110,3 +110,19 @@ def test_a_study_on_two_worker_processes(tmp_path):
     again = run_study(st, "smoke", tmp_path / "runs" / "p2", command="c", progress=False,
                       log=lambda m: None, executor=ProcessExecutor(2, threads=1, train_fn=train))
     assert [r["final_acc"] for r in again["rows"]] == [r["final_acc"] for r in res["rows"]]
+
+
+def test_the_cli_runs_several_studies_as_one_grid_into_one_folder(tmp_path, capsys):
+    from resattn.cli import main
+    one, two = _write(tmp_path, "one", "plain"), _write(tmp_path, "two", "other")
+    root = tmp_path / "results"
+    assert main(["study", one.path, two.path, "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert "one.yaml: valid; budget smoke: 4 runs (4 distinct)" in dry and "all: 4 distinct runs" in dry
+    code = main(["study", one.path, two.path, "--budget", "smoke", "--out", str(root),
+                 "--executor", "processes", "--workers", "2", "--cpus-per-run", "1", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert {p.name for p in root.iterdir()} == {"one-smoke", "two-smoke", "cache"}
+    assert len([p for p in (root / "cache").iterdir() if (p / "result.json").is_file()]) == 4
+    doc = json.loads((root / "two-smoke" / "study.json").read_text())
+    assert doc["finished"] == 4 and "--executor processes --workers 2" in doc["command"]

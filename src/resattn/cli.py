@@ -305,7 +305,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise ValueError(f"two study files have the same name: {names}")
     cache = args.cache or (str(Path(args.out) / "cache") if len(studies) > 1 else None)
     extra = {k: v for k, v in dict(device=args.device, tensorboard=args.tensorboard or None,
-                                   compile=args.compile or None,
+                                   compile=args.compile or None, data_dir=args.data_dir,
                                    num_workers=args.num_workers).items() if v is not None}
     command = " ".join(shlex.quote(a) for a in ["resattn", "study", *args.files, "--budget", args.budget]
                        + (["--out", args.out] if args.out or len(studies) == 1 else [])
@@ -475,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "<parent>/cache or OUT/cache)")
     s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     s.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (image folders)")
+    s.add_argument("--data-dir", default=None,
+                   help="where the data set lies (default: the data set's usual places; not part "
+                        "of a run's cache key)")
     s.add_argument("--tensorboard", action="store_true", help="TensorBoard scalars per run")
     s.add_argument("--compile", action="store_true", help="torch.compile each run's model")
     s.add_argument("--dry-run", action="store_true", help="validate and count the runs; train nothing")
