@@ -178,3 +178,34 @@ def test_shipped_studies_train_at_the_cpu_budget():
             steps = -(-n // s.config.batch_size) * s.config.epochs
             assert steps >= 900 and s.config.bf16, (path.name, s.run_id, steps)
         assert any("2026-12-04" in str(c) for c in st.changes), path.name
+
+
+def test_the_evidence_page_answers_the_rule_clause_by_clause(tmp_path):
+    """The page opens with "When to choose pattern 4"; a clause with no finished non-smoke
+    study says "not tested"; smoke verdicts never answer a clause."""
+    import json
+
+    from resattn.evidence import RULE_CLAUSES, build_evidence
+    cell = {"cell": {}, "n": 5, "diff": 0.8, "std": 0.2, "ci_low": 0.55, "ci_high": 1.05,
+            "method": "t", "p_diff_adj": 0.001, "p_equiv_adj": 0.9, "outcome": "better"}
+    h = {"hypothesis": "`plain` vs `stage-1` on `final_acc`", "metric": "final_acc", "verdict": "better",
+         "cells": [cell], "table": []}
+    base = {"claim": "c", "rule": "r", "command": "resattn study x", "machine": "Linux, x86_64, 1 threads",
+            "torch": "2.11", "wall_time_s": 10.0, "runs": 30, "finished": 30, "diverged": 0,
+            "failed": 0, "plots": {}, "validity": {"valid": True}, "validity_line": "**valid**"}
+    for name, budget in (("placement", "cpu"), ("ceiling", "smoke")):
+        folder = tmp_path / f"{name}-{budget}"
+        folder.mkdir()
+        hyps = [dict(h, hypothesis=f"{name} #{i}") for i in (1, 2, 3)]
+        (folder / "study.json").write_text(json.dumps(
+            dict(base, name=name, budget=budget, smoke=budget == "smoke", hypotheses=hyps)))
+    page = build_evidence([tmp_path / "placement-cpu", tmp_path / "ceiling-smoke"], tmp_path / "e.md")
+    text = page.read_text()
+    rule = text.split("## When to choose pattern 4")[1].split("## All verdicts")[0]
+    assert text.index("## When to choose pattern 4") < text.index("## All verdicts")
+    early = next(line for line in rule.splitlines() if line.startswith("| Keep early layers plain"))
+    assert "placement #3" in early and "**better**" in early and "+0.80 [+0.55, +1.05]" in early
+    ceiling = next(line for line in rule.splitlines() if "accuracy ceiling" in line)
+    assert "**not tested**" in ceiling                     # only a smoke run of ceiling exists
+    assert rule.count("**not tested**") == 3 and len(RULE_CLAUSES) == 6
+    assert "ceiling — budget `smoke` (smoke: not evidence)" in text
