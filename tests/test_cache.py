@@ -126,3 +126,20 @@ def test_the_cli_runs_several_studies_as_one_grid_into_one_folder(tmp_path, caps
     assert len([p for p in (root / "cache").iterdir() if (p / "result.json").is_file()]) == 4
     doc = json.loads((root / "two-smoke" / "study.json").read_text())
     assert doc["finished"] == 4 and "--executor processes --workers 2" in doc["command"]
+
+
+def test_report_only_reads_the_cache_and_trains_nothing(tmp_path):
+    from resattn.executors import ReportOnlyExecutor
+    one = _write(tmp_path, "one", "plain")
+    fake = FakeTrain()
+    root = tmp_path / "out"
+    run_study(one, "smoke", root / "a", command="c", progress=False, log=lambda m: None,
+              executor=SequentialExecutor(train_fn=fake))
+    # a cache brought back with one run missing: the report says so, nothing trains
+    key = json.loads((root / "a" / "runs" / "plain-s1" / "cache.json").read_text())["cache_key"]
+    (root / "cache" / key / "result.json").unlink()
+    res = run_study(one, "smoke", root / "b", command="c", progress=False, log=lambda m: None,
+                    executor=ReportOnlyExecutor())
+    assert len(fake.calls) == 4
+    assert [r["status"] for r in res["rows"]] == ["finished", "finished", "finished", "missing"]
+    assert res["results"][0]["verdict"] == "incomplete"

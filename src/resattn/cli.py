@@ -314,8 +314,13 @@ def cmd_study(args: argparse.Namespace) -> int:
                        + (["--compile"] if args.compile else [])
                        + (["--executor", args.executor] if args.executor != "sequential" else [])
                        + (["--workers", str(args.workers)] if args.workers else []))
+    if args.report_only:
+        from .executors import ReportOnlyExecutor
+        executor = ReportOnlyExecutor()
+    else:
+        executor = _executor_from_args(args)
     res = run_studies(studies, args.budget, outs, command=command, progress=not args.no_progress,
-                      extra=extra, executor=_executor_from_args(args), cache_dir=cache)
+                      extra=extra, executor=executor, cache_dir=cache)
     print()
     failed = False
     for st, r in zip(studies, res):
@@ -481,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tensorboard", action="store_true", help="TensorBoard scalars per run")
     s.add_argument("--compile", action="store_true", help="torch.compile each run's model")
     s.add_argument("--dry-run", action="store_true", help="validate and count the runs; train nothing")
+    s.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the reports from the runs the cache holds (the "
+                        "others count as missing: their cells are incomplete)")
     s.add_argument("--no-progress", action="store_true")
     _add_executor_args(s)
     s.set_defaults(func=cmd_study)

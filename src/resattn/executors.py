@@ -41,7 +41,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 from .data import DataBundle, load_dataset
 from .train import TrainConfig, train
 
-__all__ = ["DataSpec", "Job", "Executor", "SequentialExecutor", "ProcessExecutor", "RayExecutor", "EXECUTORS",
+__all__ = ["DataSpec", "Job", "Executor", "SequentialExecutor", "ProcessExecutor", "RayExecutor",
+           "ReportOnlyExecutor", "EXECUTORS",
            "read_result", "make_executor"]
 
 #: Executor names accepted by :func:`make_executor` and ``--executor``.
@@ -164,6 +165,19 @@ class SequentialExecutor(Executor):
             yield job, result or {}
 
 
+class ReportOnlyExecutor(Executor):
+    """Trains nothing: finished runs are read as usual, every other run is reported ``missing``
+    (``resattn study --report-only``: reports from the runs a cache holds, e.g. one brought back
+    from a GPU machine before the whole grid finished)."""
+
+    name = "report-only"
+
+    def _run(self, todo, total, progress, log):
+        for i, job in todo:
+            log(f"[{i}/{total}] {job.run_id}: not run (report only)")
+            yield job, {"status": "missing", "error": "not run (--report-only)"}
+
+
 # ----------------------------------------------------------------------------- processes
 
 _WORKER_BUNDLES: dict[DataSpec, DataBundle] = {}  # per worker process: data sets loaded so far
@@ -211,25 +225,32 @@ class ProcessExecutor(Executor):
             f"thread(s) each; logs in each run's train.log")
         done = total - len(todo)
         # spawn, not fork: CUDA cannot be used in a forked child of a process that initialised it
-        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_process_job, job, self.train_fn, self.threads): (i, job)
-                       for i, job in todo}
-            try:
-                for fut in as_completed(futures):
-                    i, job = futures[fut]
-                    try:
-                        result = fut.result()
-                    except Exception as e:  # the worker process died (killed, out of memory)
-                        result = _failed(e)
-                    done += 1
-                    log(f"[{done}/{total}] {job.run_id}: " + (
-                        f"failed: {result['error']} (see {job.run_dir}/train.log)"
-                        if result.get("status") == "failed" else
-                        _summary(result) if result else "ended without a result"))
-                    yield job, result
-            finally:
-                for fut in futures:  # Ctrl-C or an early close: drop what has not started
-                    fut.cancel()
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        futures = {pool.submit(_process_job, job, self.train_fn, self.threads): (i, job)
+                   for i, job in todo}
+        ended = False
+        try:
+            for fut in as_completed(futures):
+                i, job = futures[fut]
+                try:
+                    result = fut.result()
+                except Exception as e:  # the worker process died (killed, out of memory)
+                    result = _failed(e)
+                done += 1
+                log(f"[{done}/{total}] {job.run_id}: " + (
+                    f"failed: {result['error']} (see {job.run_dir}/train.log)"
+                    if result.get("status") == "failed" else
+                    _summary(result) if result else "ended without a result"))
+                yield job, result
+            ended = True
+        finally:
+            # Ctrl-C, a time limit or an early close: stop the workers now (every run resumes
+            # from its last epoch checkpoint when the same grid runs again)
+            pool.shutdown(wait=ended, cancel_futures=True)
+            if not ended:
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    with contextlib.suppress(Exception):
+                        proc.terminate()
 
 
 # ----------------------------------------------------------------------------- Ray
