@@ -10,7 +10,7 @@ import torch
 from resattn.cli import main
 from resattn.data import flip_labels, load_dataset
 from resattn.stability import loss_spikes, max_grad_norm, min_skip_gain, run_stability, steps_to_mark
-from resattn.stats import format_mean, paired_difference, summarise_values, t_quantile
+from resattn.stats import OUTCOMES, format_mean, paired_difference, summarise_values, t_quantile
 from resattn.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ GOOD = """
 name: t
 claim: the dual skip beats the gated one.
 hypothesis: {better: a, worse: b, metric: final_acc}
-decision_rule: {test: paired_ci, confidence: 0.95}
+decision_rule: {test: paired, confidence: 0.95}
 variants: {a: {pattern: dual}, b: {pattern: dual, skip_modulation: gate}}
 factors: {lr: [0.05, 0.1]}
 dataset: digits
@@ -159,12 +159,12 @@ budgets:
 @pytest.mark.parametrize("edit, match", [
     (("factors: {lr: [0.05, 0.1]}", "factors: {lrr: [0.05, 0.1]}"), r"factors\.lrr: unknown option 'lrr'"),
     (("metric: final_acc", "metric: top5"), r"hypothesis\.metric='top5' is not a known metric"),
-    (("decision_rule: {test: paired_ci, confidence: 0.95}\n", ""), r"no 'decision_rule'"),
+    (("decision_rule: {test: paired, confidence: 0.95}\n", ""), r"no 'decision_rule'"),
     (("skip_modulation: gate", "skip_modulatio: gate"), r"variants\.b\.skip_modulatio: unknown option"),
     (("worse: b", "worse: c"), r"hypothesis\.worse='c' is not a variant"),
     (("claim: the dual skip beats the gated one.\n", ""), r"no 'claim'"),
     (("smoke: {epochs: 1", "smoke: {epoch: 1"), r"budgets\.smoke\.epoch: unknown key"),
-    (("test: paired_ci", "test: vibes"), r"decision_rule\.test='vibes' is not allowed"),
+    (("test: paired", "test: vibes"), r"decision_rule\.test='vibes' is not allowed"),
     (("smoke: {epochs: 1", "smoke: {epochs: 0"), r"epochs=0 must be an integer >= 1"),
     # found by QA: these passed validation (or raised KeyError/TypeError) before
     (("seeds: [0, 1]", "seeds: []"), r"budgets\.smoke\.seeds=\[\] must be a non-empty list of integers"),
@@ -224,16 +224,18 @@ def test_smoke_study_end_to_end_and_the_evidence_page(tmp_path, capsys):
                  "--out", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     doc = json.loads((out / "study.json").read_text())
-    assert doc["runs"] == 6 and doc["finished"] == 6 and doc["budget"] == "smoke"
+    assert doc["runs"] == 8 and doc["finished"] == 8 and doc["budget"] == "smoke" and doc["smoke"]
+    assert doc["validity"]["runs"] == 8 and "validity_line" in doc
     h = doc["hypotheses"][0]
+    assert h["verdict"] in OUTCOMES
     cell = h["cells"][0]
-    # the verdict follows from the cells' CIs by the registered rule (not just one of three words)
-    side = "supports" if cell["ci_low"] > 0 else "contradicts" if cell["ci_high"] < 0 else "inconclusive"
-    assert cell["outcome"] == side
+    # the verdict follows from the cells' outcomes by the registered rule (one outcome: that one)
     outcomes = {c["outcome"] for c in h["cells"]}
-    assert h["verdict"] == {frozenset({"supports"}): "supported",
-                            frozenset({"contradicts"}): "contradicted"}.get(frozenset(outcomes),
-                                                                            "inconclusive")
+    assert outcomes <= set(OUTCOMES)
+    if len(outcomes) == 1:
+        assert h["verdict"] == cell["outcome"]
+    # n = 2 pairs: an exact permutation test cannot reach p < 0.05, so nothing is decided
+    assert cell["method"] == "permutation" and cell["outcome"] == "inconclusive"
     import csv
     with (out / "results.csv").open() as f:
         res = {(r["variant"], int(r["seed"])): float(r["final_acc"]) for r in csv.DictReader(f)}
@@ -246,8 +248,13 @@ def test_smoke_study_end_to_end_and_the_evidence_page(tmp_path, capsys):
     text = page.read_text()
     assert "gamma-order" in text and h["verdict"] in text and doc["command"] in text
     # a smoke run's verdict is marked as a plumbing check wherever it appears
+    assert "(smoke: not evidence)" in text
     marked = text.count(f"**{h['verdict']}** (smoke budget: a plumbing check, not evidence)")
     assert marked >= 2 and marked == text.count(f"**{h['verdict']}**")
+    # every run has a cache key and its folder names it
+    keys = {json.loads((out / "runs" / r / "cache.json").read_text())["cache_key"]
+            for r in ("skip-small-s0", "reversed-s1")}
+    assert all((tmp_path / "cache" / k / "result.json").is_file() for k in keys)
     assert (tmp_path / "docs" / "evidence" / "gamma-order-smoke-accuracy.png").stat().st_size > 5000
     assert main(["evidence", str(tmp_path / "nothing")]) == 2
 

@@ -80,7 +80,7 @@ def test_missing_ray_names_the_extra(monkeypatch, tmp_path, capsys):
 
 def test_executor_options_are_checked(capsys):
     assert isinstance(make_executor(), SequentialExecutor)
-    with pytest.raises(ValueError, match=r"executor='dask' is not allowed; allowed: sequential, ray"):
+    with pytest.raises(ValueError, match=r"executor='dask' is not allowed; allowed: sequential, processes, ray"):
         make_executor("dask")
     with pytest.raises(ValueError, match=r"address, gpus_per_run only apply to executor='ray'"):
         make_executor("sequential", address="auto", gpus_per_run=1)

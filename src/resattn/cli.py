@@ -145,14 +145,18 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
     from .executors import EXECUTORS
     g = p.add_argument_group("executor (where the runs execute; see resattn.executors)")
     g.add_argument("--executor", choices=EXECUTORS, default="sequential",
-                   help="sequential: one run after another here (default); ray: every run a Ray "
+                   help="sequential: one run after another here (default); processes: --workers "
+                        "runs at a time on this machine (concurrent.futures); ray: every run a Ray "
                         "task (pip install 'resattn[ray]')")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes: runs at a time (default 2); with --device cuda they share the GPU")
     g.add_argument("--address", default=None, metavar="ADDR",
                    help="ray: the cluster: auto (the one running here), HOST:PORT (its head) "
                         "or ray://HOST:PORT (Ray Client); default: RAY_ADDRESS, else start a "
                         "local Ray. An address that does not answer within 10 s is an error")
     g.add_argument("--cpus-per-run", type=float, default=None, metavar="N",
-                   help="ray: CPUs per run (default 1)")
+                   help="ray: CPUs per run (default 1); processes: torch threads per run "
+                        "(default CPU count / workers)")
     g.add_argument("--gpus-per-run", type=float, default=None, metavar="G",
                    help="ray: GPUs per run, 0..1 (0.5: two runs share a GPU; default 1 when the "
                         "cluster has GPUs, else 0)")
@@ -181,7 +185,7 @@ def _executor_from_args(args: argparse.Namespace):
     from .executors import make_executor
     try:
         return make_executor(args.executor, address=args.address, cpus_per_run=args.cpus_per_run,
-                             gpus_per_run=args.gpus_per_run,
+                             gpus_per_run=args.gpus_per_run, workers=args.workers,
                              threads=getattr(args, "threads", None))
     except ImportError as e:
         raise ValueError(f"--executor {args.executor}: {e}") from e
@@ -293,7 +297,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _apply_threads(args)
     command = " ".join(shlex.quote(a) for a in ["resattn", *sys.argv[1:]]) if sys.argv[1:] else None
     res = run_compare(cfg, command=command, progress=not args.no_progress, executor=executor,
-                      resume=not args.no_resume)
+                      resume=not args.no_resume, cache_dir=args.cache)
     print()
     print(res["table"])
     print()
@@ -317,35 +321,66 @@ def _say_failures(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .study import load_study, run_study
+    from .study import estimate_cpu_hours, load_study, run_studies
 
-    study = load_study(args.file)
+    studies = [load_study(f) for f in args.files]
     if args.budget is None:
-        print(f"{study.path}: choose a budget with --budget; this study defines:")
-        for name, settings in study.budgets.items():
-            opts = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "factors")
-            print(f"  {name:<6} {len(study.specs(name)):>3} runs  {opts}")
+        for study in studies:
+            print(f"{study.path}: choose a budget with --budget; this study defines:")
+            for name, settings in study.budgets.items():
+                opts = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "factors")
+                print(f"  {name:<6} {len(study.specs(name)):>3} runs  {opts}")
         return 0 if args.dry_run else 2
     if args.dry_run:
-        specs = study.specs(args.budget)
-        print(f"{study.path}: valid; budget {args.budget}: {len(specs)} runs")
+        from .cache import run_key
+        keys: set[str] = set()
+        for st in studies:
+            specs = st.specs(args.budget)
+            mine = {run_key(s.config) for s in specs}
+            keys |= mine
+            print(f"{st.path}: valid; budget {args.budget}: {len(specs)} runs ({len(mine)} distinct), "
+                  f"about {estimate_cpu_hours(specs):.1f} h on a 2-core CPU (estimate)")
+        if len(studies) > 1:
+            print(f"all: {len(keys)} distinct runs (shared runs trained once)")
         return 0
-    out = args.out or str(Path("runs") / "studies" / f"{study.name}-{args.budget}")
+    if len(studies) > 1 and args.out is None:
+        args.out = str(Path("runs") / "studies")
+    if len(studies) > 1:  # --out is the root: one folder per study in it, the cache beside them
+        outs = {st.name: str(Path(args.out) / f"{Path(st.path).stem}-{args.budget}") for st in studies}
+    else:
+        outs = {studies[0].name: args.out or str(Path("runs") / "studies" / f"{studies[0].name}-{args.budget}")}
+    names = [st.name for st in studies]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two study files have the same name: {names}")
+    cache = args.cache or (str(Path(args.out) / "cache") if len(studies) > 1 else None)
     extra = {k: v for k, v in dict(device=args.device, tensorboard=args.tensorboard or None,
-                                   compile=args.compile or None,
+                                   compile=args.compile or None, data_dir=args.data_dir,
                                    num_workers=args.num_workers).items() if v is not None}
-    command = " ".join(shlex.quote(a) for a in ["resattn", "study", args.file, "--budget", args.budget,
-                                                 "--out", out] + (["--tensorboard"] if args.tensorboard else [])
+    command = " ".join(shlex.quote(a) for a in ["resattn", "study", *args.files, "--budget", args.budget]
+                       + (["--out", args.out] if args.out or len(studies) == 1 else [])
+                       + (["--tensorboard"] if args.tensorboard else [])
                        + (["--device", args.device] if args.device else [])
-                       + (["--compile"] if args.compile else []))
-    res = run_study(study, args.budget, out, command=command, progress=not args.no_progress,
-                    extra=extra, executor=_executor_from_args(args), resume=not args.no_resume)
+                       + (["--compile"] if args.compile else [])
+                       + (["--executor", args.executor] if args.executor != "sequential" else [])
+                       + (["--workers", str(args.workers)] if args.workers else []))
+    if args.report_only:
+        from .executors import ReportOnlyExecutor
+        executor = ReportOnlyExecutor()
+    else:
+        executor = _executor_from_args(args)
+    res = run_studies(studies, args.budget, outs, command=command, progress=not args.no_progress,
+                      extra=extra, executor=executor, resume=not args.no_resume,
+                      cache_dir=cache)
     print()
-    for i, r in enumerate(res["results"], 1):
-        print(f"hypothesis {i}: {r['verdict']}: {r['hypothesis']}")
-    print(f"wall time {res['wall_time_s']:.0f} s\n    report: {res['report']}")
-    _say_failures(res["rows"])
-    return 4 if any(r["status"] == "failed" for r in res["rows"]) else 0
+    failed = False
+    for st, r in zip(studies, res):
+        print(f"{st.name}: {'valid' if r['validity']['valid'] else 'INVALID'}; report: {r['report']}")
+        for i, h in enumerate(r["results"], 1):
+            print(f"  hypothesis {i}: {h['verdict']}: {h['hypothesis']}")
+        failed |= any(row["status"] == "failed" for row in r["rows"])
+        _say_failures(r["rows"])
+    print(f"wall time {res[0]['wall_time_s']:.0f} s")
+    return 4 if failed else 0
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
@@ -536,25 +571,41 @@ def build_parser() -> argparse.ArgumentParser:
                         "(finished runs are still reused)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_threads_arg(c)
+    c.add_argument("--cache", default=None, metavar="DIR",
+                   help="train through the run cache DIR (resattn.cache; shared with studies, "
+                        "e.g. runs/studies/cache): identical runs are trained once")
     _add_data_args(c)
     _add_training_args(c)
     _add_executor_args(c)
     c.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("study", help="run a pre-registered study file and write its report and verdict")
-    s.add_argument("file", help="study YAML (see studies/ and resattn.study)")
+    s.add_argument("files", nargs="+", metavar="FILE",
+                   help="study YAML (see studies/ and resattn.study); several files run as one grid "
+                        "(shared runs trained once), each study in OUT/<file stem>-<budget>")
     s.add_argument("--budget", choices=("smoke", "cpu", "full"), default=None,
-                   help="smoke: a plumbing check; cpu: 2 cores, < 30 min; full: a GPU. Without "
-                        "it, the file's budgets are listed and nothing runs")
-    s.add_argument("--out", default=None, help="output folder (default runs/studies/NAME-BUDGET)")
+                   help="smoke: a plumbing check; cpu: 2 cores; full: a GPU. Without "
+                        "it, the files' budgets are listed and nothing runs")
+    s.add_argument("--out", default=None,
+                   help="one file: its output folder (default runs/studies/NAME-BUDGET); several: "
+                        "the root that holds their folders and the run cache (default runs/studies)")
+    s.add_argument("--cache", default=None,
+                   help="the run cache (resattn.cache; default: beside the output folder(s), "
+                        "<parent>/cache or OUT/cache)")
     s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     s.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (image folders)")
+    s.add_argument("--data-dir", default=None,
+                   help="where the data set lies (default: the data set's usual places; not part "
+                        "of a run's cache key)")
     s.add_argument("--tensorboard", action="store_true", help="TensorBoard scalars per run")
     s.add_argument("--compile", action="store_true", help="torch.compile each run's model")
     s.add_argument("--dry-run", action="store_true", help="validate and count the runs; train nothing")
     s.add_argument("--no-resume", action="store_true",
                    help="unfinished runs start over instead of continuing from their checkpoint "
                         "(finished runs are still reused)")
+    s.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the reports from the runs the cache holds (the "
+                        "others count as missing: their cells are incomplete)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_threads_arg(s)
     _add_executor_args(s)

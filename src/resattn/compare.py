@@ -222,14 +222,16 @@ def _mismatch(run_dir: Path, config: TrainConfig, resume: bool = True) -> Option
 
 
 def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: bool = True,
-                log=print, executor: Optional[Executor] = None, resume: bool = True
-                ) -> dict[str, Any]:
+                log=print, executor: Optional[Executor] = None, resume: bool = True,
+                cache_dir: Optional[str | Path] = None) -> dict[str, Any]:
     """Run (or continue) the grid and write the report.
 
     ``executor``: where the runs execute (:mod:`resattn.executors`); default one after another
     in this process. The report is the same for every executor. ``resume=False``: runs without
     a ``result.json`` start over instead of continuing from their checkpoint (one that cannot be
-    read, for example); finished runs are still reused.
+    read, for example); finished runs are still reused. ``cache_dir``: train through the
+    run cache (:mod:`resattn.cache`), sharing runs with studies and other grids that use it; each
+    run folder then holds copies of the result and metrics, the checkpoint stays in the cache.
 
     Returns:
         ``{"rows": [...], "paths": {...}, "table": str, "wall_time_s": float}``.
@@ -246,7 +248,7 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
                                               indent=2, default=str))
     t0 = time.perf_counter()
     rows = run_specs(specs, out / "runs", executor=executor, progress=progress, log=log,
-                     resume=resume)
+                     resume=resume, cache_dir=cache_dir)
     wall = time.perf_counter() - t0
     from .report import write_report  # matplotlib is imported only when a report is written
     paths, table = write_report(out, rows, command=command, config=cfg, wall_time_s=wall)
@@ -254,19 +256,26 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
 
 
 def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[Executor] = None,
-              progress: bool = True, log=print, resume: bool = True) -> list[dict[str, Any]]:
+              progress: bool = True, log=print, resume: bool = True,
+              cache_dir: Optional[str | Path] = None) -> list[dict[str, Any]]:
     """Execute a list of runs, each in ``runs_dir/<run_id>``; the one runner of compare and study.
 
     The runs go to ``executor`` (default :class:`resattn.executors.SequentialExecutor`, one after
-    another in this process; :class:`resattn.executors.RayExecutor` makes each a Ray task). A run
-    with a ``result.json`` is finished and skipped; one with only a checkpoint resumes; one that
-    raises is recorded as ``failed`` and the list goes on (``error``, ``log``: its traceback,
+    another in this process; see :mod:`resattn.executors` for processes and Ray). A run with a
+    ``result.json`` is finished and skipped; one with only a checkpoint resumes; one that raises
+    is recorded as ``failed`` and the list goes on (``error``, ``log``: its traceback,
     ``defect``: an exception that is a bug in resattn). ``resume=False``: unfinished runs start
     over instead of continuing from their checkpoints.
 
+    ``cache_dir``: the content-addressed run cache (:mod:`resattn.cache`): each run trains in
+    ``cache_dir/<key>`` unless a run with its key has finished there already (trained once, by
+    whichever grid needed it first; specs with one key in this list train once too), and its
+    ``result.json`` and ``metrics.jsonl`` are copied into ``runs_dir/<run_id>``.
+
     Returns:
-        One row per spec, in order: the spec's labels and cell, the result (:func:`_flat_result`)
-        and the stability metrics of :func:`resattn.stability.run_stability`.
+        One row per spec, in order: the spec's labels and cell, the result (:func:`_flat_result`),
+        ``cache_key`` (None without a cache) and the stability metrics of
+        :func:`resattn.stability.run_stability`.
 
     Raises:
         ValueError: ``runs_dir`` holds runs made with other options (before any run);
@@ -277,18 +286,39 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[
 
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    stale = [m for m in (_mismatch(runs_dir / spec.run_id, spec.config, resume) for spec in specs)
-             if m]
+    from .cache import cached_mismatch
+    stale = [m for m in ((cached_mismatch(runs_dir / spec.run_id, spec.config)
+                          if (runs_dir / spec.run_id / "cache.json").is_file()
+                          else _mismatch(runs_dir / spec.run_id, spec.config, resume))
+                         for spec in specs) if m]
     if stale:
         raise ValueError(f"{runs_dir.parent} holds runs made with other options, which this grid "
                          f"would reuse: {'; '.join(stale)}. Use another --out, or delete those runs")
     executor = executor or SequentialExecutor(train_fn=train)
-    jobs = [Job(spec.run_id, spec.config, runs_dir / spec.run_id, DataSpec.from_config(spec.config),
-                resume=resume) for spec in specs]
+    keys: dict[str, Optional[str]] = {spec.run_id: None for spec in specs}
+    if cache_dir is None:
+        jobs = [Job(spec.run_id, spec.config, runs_dir / spec.run_id,
+                    DataSpec.from_config(spec.config), resume=resume) for spec in specs]
+    else:
+        from .cache import run_key
+        cache_dir = Path(cache_dir)
+        jobs, seen = [], set()
+        for spec in specs:
+            key = keys[spec.run_id] = run_key(spec.config)
+            if key not in seen:
+                seen.add(key)
+                jobs.append(Job(spec.run_id, spec.config, cache_dir / key,
+                                DataSpec.from_config(spec.config), resume=resume))
     results: dict[str, dict[str, Any]] = {}
     with contextlib.closing(executor.run(jobs, progress=progress, log=log)) as ended:
         for job, result in ended:
-            results[job.run_id] = result
+            results[job.run_id if cache_dir is None else str(Path(job.run_dir).name)] = result
+    if cache_dir is not None:
+        from .cache import materialize
+        for spec in specs:
+            key = keys[spec.run_id]
+            result = materialize(cache_dir / key, runs_dir / spec.run_id, key)
+            results[spec.run_id] = result if result is not None else results.get(key, {})
     rows = []
     for spec in specs:
         result = results.get(spec.run_id) or {}
@@ -298,7 +328,8 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[
             result, records = {"status": "failed", "error": str(e)}, []
         rows.append({"run_id": spec.run_id, "variant": spec.variant, "attn": spec.attn,
                      "seed": spec.seed, "lr": spec.lr, "cell": dict(spec.cell),
-                     **_flat_result(result, spec), **run_stability(records)})
+                     "cache_key": keys[spec.run_id], **_flat_result(result, spec),
+                     **run_stability(records)})
     return rows
 
 
@@ -310,7 +341,8 @@ def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         "skip_attn": kw.get("skip_attn", "eca") if kw.get("pattern") == "dual" else None,
         "skip_modulation": kw.get("skip_modulation", "near_identity") if kw.get("pattern") == "dual" else None,
         "model": spec.config.model, "dataset": spec.config.dataset, "epochs": spec.config.epochs,
-        "train_subset": spec.config.train_subset,
+        "train_subset": spec.config.train_subset, "bf16": spec.config.bf16,
+        "machine": result.get("machine"), "device": result.get("device"),
         "params": result.get("params"), "mflops": result.get("mflops"),
         "train_time_s": result.get("train_time_s"), "images_per_s": result.get("images_per_s"),
         "best_acc": result.get("best_acc"), "final_acc": result.get("final_acc"),

@@ -13,6 +13,11 @@ failed run.
 
 * :class:`SequentialExecutor` (the default, no extra packages): one run after another in this
   process. Each data set is loaded once and shared; each run shows its epoch progress bars.
+* :class:`ProcessExecutor` (stdlib ``concurrent.futures``): ``workers`` runs at a time on this
+  machine, each in its own spawned process with ``threads`` torch threads (default: the CPU
+  count divided by ``workers``). Each worker loads a data set once and keeps it for its next runs;
+  each run writes ``train.log`` and ``attempts.jsonl`` as under Ray. With ``device='cuda'`` in
+  the runs' configs the workers share the GPU (several small runs per GPU).
 * :class:`RayExecutor` (``pip install 'resattn[ray]'``): every run is a Ray task
   (https://docs.ray.io/en/latest/ray-core/tasks.html) with ``cpus_per_run`` CPUs and
   ``gpus_per_run`` GPUs. The driver loads the data set once and puts it in Ray's object store.
@@ -42,11 +47,12 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 from .data import DataBundle, load_dataset
 from .train import TrainConfig, train
 
-__all__ = ["DataSpec", "Job", "Executor", "SequentialExecutor", "RayExecutor", "EXECUTORS",
+__all__ = ["DataSpec", "Job", "Executor", "SequentialExecutor", "ProcessExecutor", "RayExecutor",
+           "ReportOnlyExecutor", "EXECUTORS",
            "read_result", "make_executor"]
 
 #: Executor names accepted by :func:`make_executor` and ``--executor``.
-EXECUTORS = ("sequential", "ray")
+EXECUTORS = ("sequential", "processes", "ray")
 
 RAY_EXTRA_HINT = "pip install 'resattn[ray]'"
 
@@ -202,6 +208,94 @@ class SequentialExecutor(Executor):
                 if result is not None:
                     log(f"    {_summary(result)}")
             yield job, result or {}
+
+
+class ReportOnlyExecutor(Executor):
+    """Trains nothing: finished runs are read as usual, every other run is reported ``missing``
+    (``resattn study --report-only``: reports from the runs a cache holds, e.g. one brought back
+    from a GPU machine before the whole grid finished)."""
+
+    name = "report-only"
+
+    def _run(self, todo, total, progress, log):
+        for i, job in todo:
+            log(f"[{i}/{total}] {job.run_id}: not run (report only)")
+            yield job, {"status": "missing", "error": "not run (--report-only)"}
+
+
+# ----------------------------------------------------------------------------- processes
+
+_WORKER_BUNDLES: dict[DataSpec, DataBundle] = {}  # per worker process: data sets loaded so far
+
+
+def _process_job(job: Job, train_fn: TrainFn, threads: int) -> dict[str, Any]:
+    """The body of one worker-process run: load (once per worker) the data, then :func:`_run_job`."""
+    try:
+        if job.data not in _WORKER_BUNDLES:
+            _WORKER_BUNDLES[job.data] = job.data.load()
+    except Exception as e:
+        return _failed(e)
+    return _run_job(job, _WORKER_BUNDLES[job.data], train_fn, threads)
+
+
+class ProcessExecutor(Executor):
+    """``workers`` runs at a time, each in a spawned worker process (``concurrent.futures``).
+
+    Args:
+        workers: processes (>= 1).
+        threads: torch threads per run; default ``max(1, os.cpu_count() // workers)``.
+        train_fn: as in :class:`SequentialExecutor`; must be importable (picklable) for the workers.
+
+    Raises:
+        ValueError: ``workers`` or ``threads`` not an integer >= 1.
+    """
+
+    name = "processes"
+
+    def __init__(self, workers: int = 2, *, threads: Optional[int] = None,
+                 train_fn: Optional[TrainFn] = None) -> None:
+        for arg, v in (("workers", workers), ("threads", threads)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{arg}={v!r} must be an integer >= 1")
+        self.workers = workers
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self.train_fn = train_fn or train
+
+    def _run(self, todo, total, progress, log):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        todo[0][1].data.load()  # here, before any worker starts: missing data stops the grid
+        log(f"processes: {len(todo)} runs on {self.workers} worker processes, {self.threads} "
+            f"thread(s) each; logs in each run's train.log")
+        done = total - len(todo)
+        # spawn, not fork: CUDA cannot be used in a forked child of a process that initialised it
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        futures = {pool.submit(_process_job, job, self.train_fn, self.threads): (i, job)
+                   for i, job in todo}
+        ended = False
+        try:
+            for fut in as_completed(futures):
+                i, job = futures[fut]
+                try:
+                    result = fut.result()
+                except Exception as e:  # the worker process died (killed, out of memory)
+                    result = _failed(e)
+                done += 1
+                log(f"[{done}/{total}] {job.run_id}: " + (
+                    f"failed: {result['error']} (see {job.run_dir}/train.log)"
+                    if result.get("status") == "failed" else
+                    _summary(result) if result else "ended without a result"))
+                yield job, result
+            ended = True
+        finally:
+            # Ctrl-C, a time limit or an early close: stop the workers now (every run resumes
+            # from its last epoch checkpoint when the same grid runs again)
+            pool.shutdown(wait=ended, cancel_futures=True)
+            if not ended:
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    with contextlib.suppress(Exception):
+                        proc.terminate()
 
 
 # ----------------------------------------------------------------------------- Ray
@@ -453,20 +547,31 @@ class RayExecutor(Executor):
 
 def make_executor(name: str = "sequential", *, address: Optional[str] = None,
                   cpus_per_run: Optional[float] = None, gpus_per_run: Optional[float] = None,
-                  threads: Optional[int] = None) -> Executor:
-    """An executor by name (``sequential`` | ``ray``), with the Ray options checked.
+                  workers: Optional[int] = None, threads: Optional[int] = None) -> Executor:
+    """An executor by name (``sequential`` | ``processes`` | ``ray``), with its options checked.
     ``threads``: torch threads of each Ray task (default ``max(1, int(cpus_per_run))``); a
     sequential grid runs on this process's threads (``torch.set_num_threads``).
 
     Raises:
-        ValueError: an unknown name, or Ray options given to the sequential executor.
+        ValueError: an unknown name, or options given to an executor they do not apply to.
         ImportError: ``ray`` without Ray installed (names the extra ``resattn[ray]``).
     """
     if name not in EXECUTORS:
         raise ValueError(f"executor={name!r} is not allowed; allowed: {', '.join(EXECUTORS)}")
+    ray_given = [n for n, v in (("address", address), ("gpus_per_run", gpus_per_run))
+                 if v is not None]
+    if name != "processes" and workers is not None:
+        raise ValueError("workers only applies to executor='processes' (--executor processes)")
+    if name == "processes":
+        if ray_given:
+            raise ValueError(f"{', '.join(ray_given)} only apply to executor='ray' (--executor ray)")
+        if cpus_per_run is not None:
+            if not (isinstance(cpus_per_run, (int, float)) and cpus_per_run >= 1):
+                raise ValueError(f"cpus_per_run={cpus_per_run!r} must be a number >= 1")
+            threads = int(cpus_per_run)
+        return ProcessExecutor(2 if workers is None else workers, threads=threads)
     if name == "sequential":
-        given = [n for n, v in (("address", address), ("cpus_per_run", cpus_per_run),
-                                ("gpus_per_run", gpus_per_run)) if v is not None]
+        given = ray_given + (["cpus_per_run"] if cpus_per_run is not None else [])
         if given:
             raise ValueError(f"{', '.join(given)} only apply to executor='ray' "
                              "(--executor ray)")

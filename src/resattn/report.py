@@ -118,10 +118,10 @@ def summarise(rows: list[dict[str, Any]], *, baseline: str = "none", metric: str
     Diverged and failed runs are counted, not averaged: a seed pairs only when both runs finished.
     Stability columns are means over finished and diverged runs (``min_skip_gain``: the lowest).
     """
-    from .stability import HIGHER_IS_BETTER
+    from .stability import higher_is_better
     from .stats import paired_difference, summarise_values
 
-    higher = HIGHER_IS_BETTER.get(metric, True)
+    higher = higher_is_better(metric)
     counted = ("finished", "diverged") if metric in COUNTS_DIVERGED else ("finished",)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
@@ -361,7 +361,8 @@ def paired_delta_plot(path: Path, cells: list[dict[str, Any]], *, metric: str, b
     shown = [c for c in cells if c.get("diff") is not None]
     if not shown:
         return None
-    colors = {"supports": "tab:green", "contradicts": "tab:red"}
+    colors = {"supports": "tab:green", "contradicts": "tab:red", "better": "tab:green",
+              "worse": "tab:red", "equivalent": "tab:blue"}
     fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(shown) + 2.5), 3.8))
     for i, c in enumerate(shown):
         color = colors.get(c.get("outcome"), "tab:grey")

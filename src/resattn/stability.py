@@ -26,8 +26,13 @@ Metrics (keys of :func:`run_stability`):
     gamma_s / gamma_r (trajectories, :func:`gamma_trajectory`) the per-epoch means, each at the
                       end of its epoch
 
-Lower is better for ``loss_spikes``, ``max_grad_norm``, ``final_train_loss`` and ``steps_to_mark``;
-higher is better for ``min_skip_gain`` (see :data:`HIGHER_IS_BETTER`).
+    initial_train_loss  mean loss of the first step record (what "training loss fell" compares to)
+
+:data:`HIGHER_IS_BETTER` is the one table of metric directions of the project (reports, studies,
+statistics): it also holds the run-level metrics ``final_acc``, ``best_acc`` (higher is better)
+and ``diverged`` (1 for a diverged run, 0 otherwise; lower is better). Lower is better for
+``loss_spikes``, ``max_grad_norm``, ``final_train_loss``, ``initial_train_loss`` and
+``steps_to_mark``; higher for ``min_skip_gain`` and the gammas.
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ from typing import Any, Iterable, Optional
 from .sinks import is_finite_number
 
 __all__ = ["SPIKE_K", "SPIKE_WINDOW", "SPIKE_MIN_HISTORY", "ACC_MARK", "STABILITY_METRICS",
-           "HIGHER_IS_BETTER", "loss_spikes", "max_grad_norm", "final_train_loss", "steps_to_mark",
+           "HIGHER_IS_BETTER", "higher_is_better", "ACCURACY_METRICS", "loss_spikes", "max_grad_norm", "final_train_loss", "steps_to_mark",
            "min_skip_gain", "gamma_trajectory", "run_stability"]
 
 SPIKE_K = 3.0
@@ -45,12 +50,32 @@ SPIKE_WINDOW = 20
 SPIKE_MIN_HISTORY = 5
 ACC_MARK = 80.0
 
-#: Stability metric name -> True when a higher value is better.
+#: Metrics that are a test accuracy in percent (a diverged run scores chance on them in a study).
+ACCURACY_METRICS = ("final_acc", "best_acc")
+#: Stability metrics of :func:`run_stability` (computed from the step log).
+STABILITY_METRICS = ("loss_spikes", "max_grad_norm", "final_train_loss", "initial_train_loss",
+                     "steps_to_mark", "min_skip_gain", "final_gamma_s", "final_gamma_r")
+#: THE table of metric directions: metric -> True when a higher value is better. Every report,
+#: study and statistic reads it (through :func:`higher_is_better`); nothing else states a direction.
 HIGHER_IS_BETTER: dict[str, bool] = {
+    "final_acc": True, "best_acc": True, "diverged": False,
     "loss_spikes": False, "max_grad_norm": False, "final_train_loss": False,
-    "steps_to_mark": False, "min_skip_gain": True, "final_gamma_s": True, "final_gamma_r": True,
+    "initial_train_loss": False, "steps_to_mark": False, "min_skip_gain": True,
+    "final_gamma_s": True, "final_gamma_r": True,
 }
-STABILITY_METRICS = tuple(HIGHER_IS_BETTER)
+
+
+def higher_is_better(metric: str) -> bool:
+    """The direction of ``metric`` from :data:`HIGHER_IS_BETTER`.
+
+    Raises:
+        ValueError: an unknown metric, naming the known ones.
+    """
+    try:
+        return HIGHER_IS_BETTER[metric]
+    except KeyError:
+        raise ValueError(f"metric={metric!r} is not a known metric; allowed: "
+                         f"{', '.join(HIGHER_IS_BETTER)}") from None
 
 
 def _steps(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -88,6 +113,15 @@ def max_grad_norm(records: Iterable[dict[str, Any]]) -> Optional[float]:
     """Largest ``grad_norm`` of the step records (None when no record has one)."""
     vals = [v for v in (_num(r.get("grad_norm")) for r in _steps(records)) if v is not None]
     return max(vals) if vals else None
+
+
+def initial_train_loss(records: Iterable[dict[str, Any]]) -> Optional[float]:
+    """Mean loss of the first step record (None without step records)."""
+    for r in _steps(records):
+        loss = _num(r.get("loss"))
+        if loss is not None:
+            return loss
+    return None
 
 
 def final_train_loss(records: Iterable[dict[str, Any]]) -> Optional[float]:
@@ -138,6 +172,7 @@ def run_stability(records: list[dict[str, Any]]) -> dict[str, Any]:
         "loss_spikes": loss_spikes(records) if _steps(records) else None,
         "max_grad_norm": max_grad_norm(records),
         "final_train_loss": final_train_loss(records),
+        "initial_train_loss": initial_train_loss(records),
         "steps_to_mark": steps_to_mark(records),
         "min_skip_gain": low, "min_skip_gain_block": block,
         "final_gamma_s": gs[-1] if gs else None, "final_gamma_r": gr[-1] if gr else None,

@@ -12,17 +12,38 @@ The verdict word at this budget is ``better`` when the CI lies above 0, ``worse`
 below 0 and ``indistinguishable`` otherwise (for a metric where lower is better the signs of
 ``better``/``worse`` swap). With n < 2 no spread or CI exists: the summary says ``n=1`` and the
 verdict is ``n<2``.
+
+The decision rule of a study (:func:`paired_tests`, :func:`holm`, :func:`decide`) goes further:
+
+    difference   two-sided test of mean d = 0 (p_diff)
+    equivalence  two one-sided tests (TOST) of mean d <= -delta and mean d >= +delta (p_equiv =
+                 the larger p); delta is the pre-registered smallest effect of interest
+    method       Student t (scipy.stats.ttest_1samp) when n >= MIN_PAIRS_T (5) and the spread is
+                 not zero; otherwise the exact paired permutation test (sign flips of the n
+                 differences, scipy.stats.permutation_test), so a zero spread never gives a
+                 verdict from a CI of width 0 (with n pairs the smallest two-sided p is 2 / 2^n:
+                 no verdict at alpha = 0.05 below n = 6)
+    family       Holm's step-down adjustment over every p-value of a study's tests (:func:`holm`)
+    outcome      equivalent (adjusted p_equiv < alpha), else better / worse (adjusted p_diff <
+                 alpha; the sign of the mean and the metric's direction), else inconclusive
 """
 from __future__ import annotations
 
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from .sinks import is_finite_number
 
-__all__ = ["Summary", "Paired", "summarise_values", "paired_difference", "t_quantile", "format_mean"]
+__all__ = ["Summary", "Paired", "summarise_values", "paired_difference", "t_quantile", "format_mean",
+           "CellTest", "paired_tests", "holm", "decide", "OUTCOMES", "MIN_PAIRS_T"]
+
+#: Outcomes of one cell (and of a hypothesis): ``better``/``worse`` name the hypothesis's
+#: ``better`` variant's side; ``invalid``: a validity gate failed; ``incomplete``: a pair was lost.
+OUTCOMES = ("better", "worse", "equivalent", "inconclusive", "invalid", "incomplete")
+#: Fewest pairs for the Student-t tests; below it (or with zero spread) the exact permutation test.
+MIN_PAIRS_T = 5
 
 
 def t_quantile(confidence: float, df: int) -> float:
@@ -118,3 +139,106 @@ def format_paired(p: Paired, digits: int = 2) -> str:
     return f"{p.mean_diff:+.{digits}f} [{p.ci_low:+.{digits}f}, {p.ci_high:+.{digits}f}]"
 
 
+
+
+# ----------------------------------------------------------------------------- decision rule
+
+@dataclass
+class CellTest:
+    """The tests of one cell's paired differences d (better - worse, in the metric's units)."""
+
+    n: int
+    diff: Optional[float]
+    std: Optional[float]
+    ci_low: Optional[float]     # Student-t CI at ``confidence``; None with n < 2 or zero spread
+    ci_high: Optional[float]
+    method: str                 # t | permutation | none (n < 2)
+    p_diff: Optional[float]     # two-sided, H0: mean d = 0
+    p_equiv: Optional[float]    # TOST, H0: |mean d| >= delta; None without delta
+
+
+def _perm_p(values: Sequence[float], alternative: str) -> float:
+    """Exact sign-flip permutation p-value of the mean of ``values`` (H0: symmetric about 0)."""
+    import numpy as np
+    from scipy.stats import permutation_test
+    res = permutation_test((np.asarray(values, dtype=float),),
+                           lambda x, axis: np.mean(x, axis=axis), vectorized=True,
+                           permutation_type="samples", alternative=alternative, n_resamples=np.inf)
+    return float(min(1.0, res.pvalue))
+
+
+def paired_tests(diffs: Sequence[float], *, delta: Optional[float] = None,
+                 confidence: float = 0.95) -> CellTest:
+    """Difference and equivalence tests of paired differences ``diffs`` (see the module
+    docstring). ``delta``: the smallest effect of interest (> 0), or None for no equivalence test.
+
+    Raises:
+        ValueError: ``delta`` not > 0, or ``confidence`` outside (0, 1).
+    """
+    if delta is not None and not delta > 0:
+        raise ValueError(f"delta={delta!r} must be > 0 (the smallest effect of interest)")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence!r} must be in (0, 1)")
+    d = [float(x) for x in diffs]
+    n = len(d)
+    if n < 2:
+        return CellTest(n, d[0] if d else None, None, None, None, "none", None, None)
+    mean, sd = statistics.fmean(d), statistics.stdev(d)
+    lo = hi = None
+    if sd > 0:
+        half = t_quantile(confidence, n - 1) * sd / math.sqrt(n)
+        lo, hi = mean - half, mean + half
+    if n >= MIN_PAIRS_T and sd > 0:
+        from scipy.stats import ttest_1samp
+        p_diff = float(ttest_1samp(d, 0.0).pvalue)
+        p_equiv = None if delta is None else max(
+            float(ttest_1samp(d, -delta, alternative="greater").pvalue),
+            float(ttest_1samp(d, delta, alternative="less").pvalue))
+        return CellTest(n, mean, sd, lo, hi, "t", p_diff, p_equiv)
+    p_diff = _perm_p(d, "two-sided")
+    p_equiv = None if delta is None else max(_perm_p([x + delta for x in d], "greater"),
+                                             _perm_p([x - delta for x in d], "less"))
+    return CellTest(n, mean, sd, lo, hi, "permutation", p_diff, p_equiv)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given): sort p ascending, multiply the
+    i-th smallest (0-based) by m - i, keep the running maximum, cap at 1. Rejecting where the
+    adjusted p < alpha controls the family-wise error rate at alpha (Holm 1979)."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
+        adjusted[i] = running
+    return adjusted
+
+
+def decide(tests: Sequence[Optional[CellTest]], *, higher_is_better: Sequence[bool],
+           alpha: float = 0.05) -> list[dict[str, Any]]:
+    """Outcomes of a family of cell tests (one study), Holm-adjusted over all their p-values.
+
+    ``tests[i]`` None: the cell is decided elsewhere (invalid, incomplete) and is left out of the
+    family; its entry is None. ``higher_is_better[i]``: the direction of cell i's metric.
+
+    Returns:
+        Per cell ``{"outcome", "p_diff_adj", "p_equiv_adj"}`` (None for a None test).
+    """
+    slots = [(i, k) for i, t in enumerate(tests) if t is not None
+             for k in ("p_diff", "p_equiv") if getattr(t, k) is not None]
+    adjusted = dict(zip(slots, holm([getattr(tests[i], k) for i, k in slots])))
+    out: list[Optional[dict[str, Any]]] = []
+    for i, t in enumerate(tests):
+        if t is None:
+            out.append(None)
+            continue
+        pd, pe = adjusted.get((i, "p_diff")), adjusted.get((i, "p_equiv"))
+        if pe is not None and pe < alpha:
+            outcome = "equivalent"
+        elif pd is not None and pd < alpha:
+            outcome = "better" if (t.diff > 0) == bool(higher_is_better[i]) else "worse"
+        else:
+            outcome = "inconclusive"
+        out.append({"outcome": outcome, "p_diff_adj": pd, "p_equiv_adj": pe})
+    return out

@@ -318,6 +318,13 @@ class _Dist:
             dist.destroy_process_group()
 
 
+def _device_name(device: torch.device) -> str:
+    """``cpu (16 threads)`` or the GPU's name (``NVIDIA H200``): where a run trained."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
 def _select_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -904,5 +911,6 @@ def _finish(run: _Run, status: str) -> RunResult:
         _atomic_write_text(run.out / "result.json", json.dumps(_finite_or_null(
             {**asdict(result), "config": _plain(run.config.to_dict()), "arch": run.built.arch,
              "model_kwargs": _plain(run.built.model_kwargs),
-             "torch": torch.__version__, "machine": platform.platform()}), indent=2, default=str))
+             "torch": torch.__version__, "machine": platform.platform(),
+             "device": _device_name(next(run.model.parameters()).device)}), indent=2, default=str))
     return result
