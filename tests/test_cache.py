@@ -116,7 +116,7 @@ def test_the_cli_runs_several_studies_as_one_grid_into_one_folder(tmp_path, caps
     from resattn.cli import main
     one, two = _write(tmp_path, "one", "plain"), _write(tmp_path, "two", "other")
     root = tmp_path / "results"
-    assert main(["study", one.path, two.path, "--dry-run"]) == 0
+    assert main(["study", one.path, two.path, "--budget", "smoke", "--dry-run"]) == 0
     dry = capsys.readouterr().out
     assert "one.yaml: valid; budget smoke: 4 runs (4 distinct)" in dry and "all: 4 distinct runs" in dry
     code = main(["study", one.path, two.path, "--budget", "smoke", "--out", str(root),

@@ -158,7 +158,7 @@ STUDY = """
 name: t
 claim: a beats b.
 hypothesis: {better: a, worse: b, metric: final_acc}
-decision_rule: {test: paired_ci, confidence: 0.95}
+decision_rule: {test: paired, confidence: 0.95}
 variants: {a: {pattern: dual}, b: {pattern: none}}
 dataset: digits
 budgets:
@@ -170,7 +170,10 @@ def test_a_corrupt_checkpoint_does_not_stop_a_study(tmp_path, capsys):
     path = tmp_path / "s.yaml"
     path.write_text(STUDY)
     out = tmp_path / "out"
-    bad = out / "runs" / "a-s0"
+    from resattn.cache import run_key
+    from resattn.study import load_study
+    spec = next(s for s in load_study(path).specs("smoke") if s.run_id == "a-s0")
+    bad = tmp_path / "cache" / run_key(spec.config)  # runs train in the cache beside the study
     bad.mkdir(parents=True)
     (bad / "checkpoint.pt").write_bytes(b"PK\x03\x04" + os.urandom(3000))  # a zip cut short
     args = ["study", str(path), "--budget", "smoke", "--out", str(out), "--no-progress"]

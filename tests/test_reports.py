@@ -9,15 +9,15 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
 from resattn.report import accuracy_plot, paired_delta_plot, summarise  # noqa: E402
-from resattn.study import evaluate_hypothesis, load_study, _write_study_report  # noqa: E402
+from resattn.study import evaluate_study, load_study, _write_study_report  # noqa: E402
 
 STUDY = """
 name: t
 claim: dual keeps the skip open.
 hypothesis:
-  - {better: dual, worse: post, metric: min_skip_gain}
-  - {better: dual, worse: gate, metric: min_skip_gain}
-decision_rule: {test: paired_ci, confidence: 0.95}
+  - {better: post, worse: gate, metric: min_skip_gain}
+  - {better: dual, worse: gate, metric: final_acc}
+decision_rule: {test: paired, confidence: 0.95}
 variants: {post: {pattern: post}, dual: {pattern: dual}, gate: {pattern: dual, skip_modulation: gate}}
 dataset: digits
 budgets:
@@ -61,9 +61,10 @@ def test_study_plots_show_what_their_titles_say(tmp_path, saved):
     path.write_text(STUDY)
     study = load_study(path)
     rows = _rows()
-    results = [evaluate_hypothesis(h, rows, [], study.confidence) for h in study.hypotheses]
+    ev = evaluate_study(study, "smoke", rows)
     (tmp_path / "runs").mkdir()
-    _write_study_report(study, "smoke", tmp_path, rows, results, [], "resattn study s.yaml", 1.0)
+    _write_study_report(study, "smoke", tmp_path, rows, ev, "resattn study s.yaml", 1.0,
+                        tmp_path / "cache")
     # accuracy.png: accuracies (80..93.5 %), not the hypothesis' skip gains (0.3..1.0)
     ax = saved["accuracy.png"].axes[0]
     from matplotlib.collections import PathCollection
@@ -77,11 +78,12 @@ def test_study_plots_show_what_their_titles_say(tmp_path, saved):
     # hypothesis plots: the seed-paired Δ the verdict rests on, one per hypothesis, with threshold 0
     files = [tmp_path / "hypothesis1.png", tmp_path / "hypothesis2.png"]
     assert files[0].read_bytes() != files[1].read_bytes()
-    for name, worse in (("hypothesis1.png", "post"), ("hypothesis2.png", "gate")):
+    for name, better, metric, values in (("hypothesis1.png", "post", "min_skip_gain", GAIN),
+                                         ("hypothesis2.png", "dual", "final_acc", ACC)):
         ax = saved[name].axes[0]
-        assert f"dual − {worse}" in ax.get_ylabel() and "min_skip_gain" in ax.get_ylabel()
+        assert f"{better} − gate" in ax.get_ylabel() and metric in ax.get_ylabel()
         assert "paired" in ax.get_title()
-        mean_diff = sum(GAIN["dual"][s] - GAIN[worse][s] for s in (0, 1)) / 2
+        mean_diff = sum(values[better][s] - values["gate"][s] for s in (0, 1)) / 2
         ys = [line.get_ydata()[0] for line in ax.lines if len(line.get_ydata()) == 1]
         assert ys and ys[0] == pytest.approx(mean_diff)
         assert any(list(line.get_ydata()) == [0, 0] for line in ax.lines)  # the threshold

@@ -684,12 +684,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gate positions: pre, branch (= dual residual), skip (dual skip), post; "
                         "dual = skip,branch (default all four)")
     a.add_argument("--stages", type=_stages, default=None, help="1-based stages (default all)")
-    a.add_argument("--method", choices=["probe", "grad"], default="probe")
+    a.add_argument("--method", choices=["probe", "grad"], default="probe",
+                   help="probe: train the gates alone a few steps (default); grad: |dL/dgamma| at 0")
     a.add_argument("--batches", type=_positive_int, default=4, help="batches per initialisation")
     a.add_argument("--inits", type=_positive_int, default=2, help="mask initialisations")
-    a.add_argument("--batch-size", type=_positive_int, default=128)
+    a.add_argument("--batch-size", type=_positive_int, default=128, help="images per batch")
     a.add_argument("--probe-lr", type=float, default=0.05, help="Adam step of the probe")
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--seed", type=int, default=0, help="seed of batches and mask initialisations")
     a.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     a.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the model's)")
     a.add_argument("--apply", type=int, default=0, metavar="K",
