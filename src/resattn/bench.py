@@ -289,15 +289,14 @@ def write_csv(rows: Sequence[BenchRow], path: str | Path) -> Path:
 
 def plot(rows: Sequence[BenchRow], path: str | Path, title: str = "") -> Path:
     """Bars of the train and eval time ratios per row, the FLOP ratio as a marker (the limit)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     summary = _summary(rows)
     labels = [f"{s['name']}" + (f" [{s['mode']}]" if s["mode"] == "reference" else "")
               + (" (compiled)" if s["compiled"] else "") for s in summary]
     n = len(summary)
-    fig, ax = plt.subplots(figsize=(8, 0.45 * n + 2.0))
+    fig = Figure(figsize=(8, 0.45 * n + 2.0))
+    ax = fig.subplots()
     ypos = range(n)
     ax.barh([i - 0.2 for i in ypos], [s["train_ratio"] for s in summary], 0.4, label="train step")
     ax.barh([i + 0.2 for i in ypos], [s["eval_ratio"] for s in summary], 0.4, label="eval")
@@ -316,5 +315,4 @@ def plot(rows: Sequence[BenchRow], path: str | Path, title: str = "") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -288,20 +288,27 @@ def accuracy_plot(path: Path, summary: list[dict[str, Any]], *, title: str = "",
     return metric_plot(path, summary, title=title, ylabel=ylabel, metric="final_acc")
 
 
+def _subplots(nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Any, Any]:
+    """``(figure, axes)`` like ``pyplot.subplots``, from matplotlib's ``Figure`` alone: no pyplot,
+    so writing a report neither switches the caller's backend nor leaves figures open."""
+    from matplotlib.figure import Figure
+    fig_kw = {k: kw.pop(k) for k in ("figsize",) if k in kw}
+    fig = Figure(**fig_kw)
+    return fig, fig.subplots(nrows, ncols, **kw)
+
+
 def metric_plot(path: Path, summary: list[dict[str, Any]], *, metric: str, ylabel: str,
                 title: str = "") -> Optional[Path]:
     """Every seed as a point, and per group the mean with its CI (Student t; none at n=1), the
     CI clipped to the metric's range (:data:`METRIC_RANGE`; an arrow where clipped) and n
     written under each group."""
-    import matplotlib.pyplot as plt
-
     from .stats import t_quantile
 
     done = [s for s in summary if s["values"]]
     if not done:
         return None
     lo_lim, hi_lim = METRIC_RANGE.get(metric, (None, None))
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(done) + 2), 3.8))
+    fig, ax = _subplots(figsize=(max(4.0, 1.1 * len(done) + 2), 3.8))
     lows, highs = [], []
     for i, s in enumerate(done):
         vals = [v for v in s["values"].values() if v is not None]
@@ -340,7 +347,6 @@ def metric_plot(path: Path, summary: list[dict[str, Any]], *, metric: str, ylabe
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -356,14 +362,12 @@ def paired_delta_plot(path: Path, cells: list[dict[str, Any]], *, metric: str, b
         thresholds: the values the decision rule compares the CI with (0: the CI must exclude
             no difference).
     """
-    import matplotlib.pyplot as plt
-
     shown = [c for c in cells if c.get("diff") is not None]
     if not shown:
         return None
     colors = {"supports": "tab:green", "contradicts": "tab:red", "better": "tab:green",
               "worse": "tab:red", "equivalent": "tab:blue"}
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(shown) + 2.5), 3.8))
+    fig, ax = _subplots(figsize=(max(4.5, 1.2 * len(shown) + 2.5), 3.8))
     for i, c in enumerate(shown):
         color = colors.get(c.get("outcome"), "tab:grey")
         if c.get("ci_low") is not None:
@@ -385,15 +389,11 @@ def paired_delta_plot(path: Path, cells: list[dict[str, Any]], *, metric: str, b
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
 def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
            threshold: float = 0.7) -> dict[str, Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     paths: dict[str, Path] = {}
@@ -402,7 +402,7 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         paths["accuracy"] = acc
 
     metrics = {r["run_id"]: _metrics_for_plots(out / "runs" / r["run_id"]) for r in rows}
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _subplots(figsize=(7, 4))
     by_step = any(m.get("type") == "step" for ms in metrics.values() for m in ms)
     kind, x_key, y_key = ("step", "step", "loss") if by_step else ("epoch", "epoch", "train_loss")
     drawn = False
@@ -422,7 +422,6 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         fig.tight_layout()
         paths["loss"] = out / "loss.png"
         fig.savefig(paths["loss"], dpi=120)
-    plt.close(fig)
 
     dual = [r for r in rows if _is_dual(r)]
     gate_epochs = {r["run_id"]: [m for m in metrics[r["run_id"]] if m.get("type") == "epoch" and m.get("gates")]
@@ -431,7 +430,7 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
     first_seed = min((r["seed"] for r in dual if gate_epochs[r["run_id"]]), default=0)
     seed_of_all = {r["run_id"]: r["seed"] for r in dual}
     if any(gate_epochs.values()):
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = _subplots(figsize=(7, 4))
         for run_id, eps in gate_epochs.items():
             if seed_of_all[run_id] != first_seed:
                 continue
@@ -448,11 +447,10 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         fig.tight_layout()
         paths["gamma"] = out / "gamma.png"
         fig.savefig(paths["gamma"], dpi=120)
-        plt.close(fig)
 
         seed_of = {r["run_id"]: r["seed"] for r in dual}
         runs = [k for k, v in gate_epochs.items() if v and seed_of[k] == first_seed][:8]
-        fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False,
+        fig, axes = _subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False,
                                  sharey=True)
         for ax, run_id in zip(axes[0], runs):
             eps = gate_epochs[run_id]
@@ -472,7 +470,6 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
         fig.tight_layout()
         paths["skip_gain"] = out / "skip_gain.png"
         fig.savefig(paths["skip_gain"], dpi=120)
-        plt.close(fig)
     return paths
 
 

@@ -73,6 +73,7 @@ import statistics
 import itertools
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -231,18 +232,22 @@ class Study:
         return out
 
 
-_CHECKED_MODELS: dict[str, Optional[str]] = {}
+_CHECKED_MODELS: "OrderedDict[str, Optional[str]]" = OrderedDict()
+_CHECKED_MODELS_MAX = 256
 
 
 def _check_model(name: str, model_kw: dict[str, Any]) -> None:
     """Build the model on the meta device (no memory) so that a bad create_model option
     (``pattern: quad``, ``res_attn: foo``, ``skip_gamma_max: big``) is refused before any run.
-    Results are cached by (name, options): a grid repeats the same few models."""
+    The answers are cached by (name, options), the last ``_CHECKED_MODELS_MAX`` of them (a grid
+    repeats the same few models; a long-lived process does not grow the cache without bound)."""
     from .models import create_model, is_model
     if not is_model(name):
         return  # TrainConfig.validate names the unregistered model
     key = repr((name, sorted(model_kw.items(), key=lambda kv: kv[0])))
-    if key not in _CHECKED_MODELS:
+    if key in _CHECKED_MODELS:
+        _CHECKED_MODELS.move_to_end(key)
+    else:
         import warnings
         try:
             with warnings.catch_warnings():
@@ -251,6 +256,8 @@ def _check_model(name: str, model_kw: dict[str, Any]) -> None:
             _CHECKED_MODELS[key] = None
         except (TypeError, ValueError) as e:
             _CHECKED_MODELS[key] = str(e)
+        while len(_CHECKED_MODELS) > _CHECKED_MODELS_MAX:
+            _CHECKED_MODELS.popitem(last=False)
     if _CHECKED_MODELS[key] is not None:
         raise ValueError(_CHECKED_MODELS[key])
 

@@ -31,6 +31,7 @@ CUDA) and a DistributedSampler; only rank 0 writes metrics and checkpoints.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -490,9 +491,28 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, bundle: Optional[D
     device = _select_device(config.device)
     ddp = _Dist(device)
     try:
-        return _train(config, out, device, ddp, bundle, resume, progress, stop_after_epochs)
+        with _deterministic(config.deterministic):
+            return _train(config, out, device, ddp, bundle, resume, progress, stop_after_epochs)
     finally:
         ddp.close()
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """Deterministic algorithms (and no cuDNN autotuning) for the run when ``enabled``; the
+    process-wide settings the caller had come back when the run ends, also on an error."""
+    if not enabled:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
 
 
 @dataclass
@@ -571,9 +591,6 @@ def _prepare(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
         raise ValueError(f"out={str(out)!r} is a file; the run needs a folder")
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
-    if config.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
     if bundle is None:
         bundle = load_dataset(config.dataset, config.data_dir, download=config.download,
                               train_subset=config.train_subset, test_subset=config.test_subset)
