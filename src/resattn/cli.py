@@ -191,6 +191,13 @@ def _executor_from_args(args: argparse.Namespace):
         raise ValueError(f"--executor {args.executor}: {e}") from e
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as it was typed (every flag: ``--executor`` and its options included), for
+    reports: the arguments :func:`main` parsed, else this process's own."""
+    argv = getattr(args, "argv", None)
+    return shlex.join(["resattn", *(sys.argv[1:] if argv is None else argv)])
+
+
 # ----------------------------------------------------------------------------- commands
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -295,7 +302,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = compare_config(args)
     executor = _executor_from_args(args)
     _apply_threads(args)
-    command = " ".join(shlex.quote(a) for a in ["resattn", *sys.argv[1:]]) if sys.argv[1:] else None
+    command = _command_line(args)
     res = run_compare(cfg, command=command, progress=not args.no_progress, executor=executor,
                       resume=not args.no_resume, cache_dir=args.cache)
     print()
@@ -356,13 +363,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     extra = {k: v for k, v in dict(device=args.device, tensorboard=args.tensorboard or None,
                                    compile=args.compile or None, data_dir=args.data_dir,
                                    num_workers=args.num_workers).items() if v is not None}
-    command = " ".join(shlex.quote(a) for a in ["resattn", "study", *args.files, "--budget", args.budget]
-                       + (["--out", args.out] if args.out or len(studies) == 1 else [])
-                       + (["--tensorboard"] if args.tensorboard else [])
-                       + (["--device", args.device] if args.device else [])
-                       + (["--compile"] if args.compile else [])
-                       + (["--executor", args.executor] if args.executor != "sequential" else [])
-                       + (["--workers", str(args.workers)] if args.workers else []))
+    command = _command_line(args)
     if args.report_only:
         from .executors import ReportOnlyExecutor
         executor = ReportOnlyExecutor()
@@ -703,7 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as typed, for reports (_command_line)
     try:
         return args.func(args)
     except (ValueError, OSError) as e:  # bad options, missing data or files (DataNotFoundError)

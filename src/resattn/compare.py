@@ -334,12 +334,15 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[
 
 
 def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
+    from .blocks import AttentionConfig, resolve_pattern
     from .report import attention_label
     kw = spec.config.model_kwargs
+    dual = resolve_pattern(kw.get("pattern", "none")) == "dual"
+    defaults = AttentionConfig()  # the model's own defaults for the options a run leaves out
     return {
         "pattern": kw.get("pattern"), "attention": attention_label(kw),
-        "skip_attn": kw.get("skip_attn", "eca") if kw.get("pattern") == "dual" else None,
-        "skip_modulation": kw.get("skip_modulation", "near_identity") if kw.get("pattern") == "dual" else None,
+        "skip_attn": kw.get("skip_attn", defaults.skip_attn) if dual else None,
+        "skip_modulation": kw.get("skip_modulation", defaults.skip_modulation) if dual else None,
         "model": spec.config.model, "dataset": spec.config.dataset, "epochs": spec.config.epochs,
         "train_subset": spec.config.train_subset, "bf16": spec.config.bf16,
         "machine": result.get("machine"), "device": result.get("device"),

@@ -294,7 +294,11 @@ def _to_float(
 
 
 def _balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int, arg: str) -> torch.Tensor:
-    """Sorted indices of ``n`` examples, as equal per class as class sizes allow, seeded."""
+    """Sorted indices of ``n`` examples, as equal per class as class sizes allow, seeded.
+
+    Not scikit-learn's stratified split: that one keeps the class *proportions* (an imbalanced
+    image folder stays imbalanced), where this keeps classes equal, and it draws other images for
+    the same seed, which would change every cached run's data (and result) made with a subset."""
     total = int(labels.numel())
     if isinstance(n, bool) or not isinstance(n, int) or not num_classes <= n <= total:
         raise ValueError(f"{arg} must be an int in [{num_classes}, {total}] (num_classes..split size), got {n!r}")

@@ -169,6 +169,14 @@ def bounded_gamma(theta: torch.Tensor, gamma_max: Optional[float]) -> torch.Tens
     return gamma_max * torch.tanh(theta / gamma_max)
 
 
+def initial_theta(gamma_init: float, gamma_max: Optional[float]) -> float:
+    """The stored parameter theta that :func:`bounded_gamma` turns into ``gamma_init``:
+    gamma_max * atanh(gamma_init / gamma_max), or ``gamma_init`` itself when unbounded."""
+    if gamma_max is None:
+        return float(gamma_init)
+    return gamma_max * math.atanh(gamma_init / gamma_max)
+
+
 class Modulation(nn.Module):
     """One gated path: ``gate`` (A(z)) or ``near_identity`` (z + gamma * A(z)).
 
@@ -212,9 +220,7 @@ class Modulation(nn.Module):
         self.attn = create_attention(attn, channels, arg=arg, **(attn_kwargs or {}))
         self.gamma_max = None if gamma_max is None else float(gamma_max)
         if self.attn is not None and modulation == "near_identity":
-            theta = float(gamma_init)
-            if self.gamma_max is not None:
-                theta = self.gamma_max * math.atanh(theta / self.gamma_max)
+            theta = initial_theta(gamma_init, self.gamma_max)
             shape = (1, channels, 1, 1) if gamma_shape == "channel" else ()
             self.gamma = nn.Parameter(torch.full(shape, theta))
         else:
@@ -315,3 +321,12 @@ class Modulation(nn.Module):
         if self.gamma is not None:
             s += f", gamma_shape={tuple(self.gamma.shape)}, gamma_max={self.gamma_max}"
         return s
+
+
+def gamma_names(model: nn.Module) -> set[str]:
+    """Names of the gamma parameters of every :class:`Modulation` in ``model`` (``layer1.0.
+    skip_attn.gamma``, ...): the scale of an attention term, which weight decay would pull to 0.
+    The same for resattn's models (their ``no_weight_decay``) and converted torchvision or timm
+    ones."""
+    return {f"{name}.gamma" if name else "gamma" for name, m in model.named_modules()
+            if isinstance(m, Modulation) and m.gamma is not None}

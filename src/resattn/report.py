@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import platform
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
@@ -509,25 +508,15 @@ def _stability(out: Path, rows: list[dict[str, Any]]) -> list[str]:
 
 def machine_lines(command: str, wall_time_s: float, rows: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: the exact command, wall time, machine and versions."""
+    from .machine import machine_description, versions
     return [
         "    " + command, "",
         f"- wall time of this invocation: {wall_time_s:.0f} s; training time of all runs: "
         f"{sum(r.get('train_time_s') or 0 for r in rows):.0f} s",
-        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, CUDA: {torch.cuda.is_available()}"
-        + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""),
-        f"- torch {torch.__version__}, python {platform.python_version()}, resattn "
-        f"{_version()}",
+        f"- machine: {machine_description()}",
+        f"- {versions()}",
         f"- written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
     ]
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("resattn")
-    except Exception:  # not installed (PYTHONPATH use)
-        return "unknown"
 
 
 STATS_NOTE = ("n = finished seeds; mean ± std over them (no spread at n=1). Δ = seed-paired mean "

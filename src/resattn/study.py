@@ -780,10 +780,9 @@ def validity_line(validity: dict[str, Any]) -> str:
 
 def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[str, Any]],
                         ev: dict[str, Any], command: str, wall: float, cache_dir: Path) -> dict[str, Any]:
-    import platform
-
     import torch
 
+    from .machine import machine_description
     from .report import (CSV_FIELDS, _plots, machine_lines, paired_delta_plot, summarise,
                          unfinished_runs, write_csv)
 
@@ -869,9 +868,7 @@ def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[st
         "untrained": len(validity["untrained"]),
         "validity": validity, "validity_line": validity_line(validity),
         "precision": precision,
-        "machine": f"{platform.platform()}, {platform.processor() or platform.machine()}, "
-                   f"{torch.get_num_threads()} threads" +
-                   (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"),
+        "machine": machine_description(),
         "run_machines": sorted({str(r.get("machine")) for r in rows if r.get("machine")}),
         "run_devices": sorted({str(r.get("device")) for r in rows if r.get("device")}),
         "torch": torch.__version__, "plots": plots,

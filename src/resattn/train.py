@@ -35,7 +35,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -49,8 +48,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from .data import DataBundle, load_dataset
+from .machine import device_name, machine_description
 from .models import create_model, is_model
-from .modulation import Modulation
+from .modulation import Modulation, gamma_names
 from .sinks import finite_or_null as _finite_or_null
 from .weights import CheckpointError, check_state_dict, read_checkpoint, save_checkpoint
 
@@ -206,17 +206,19 @@ def attention_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(seen.values())
 
 
-def _is_gamma(name: str) -> bool:
-    return name.endswith(".gamma") or name == "gamma"
-
-
 def param_groups(model: nn.Module, weight_decay: float, lr: float, gamma_lr_scale: float = 1.0
                  ) -> list[dict[str, Any]]:
     """Optimizer groups: weight decay on conv/linear weights only; none on norms, biases and
-    gamma (all parameters with ndim <= 1, and every gamma); gamma at ``lr * gamma_lr_scale``."""
+    gamma (all parameters with ndim <= 1, and every gamma: :func:`resattn.modulation.gamma_names`,
+    which is what ``ResNet.no_weight_decay`` returns); gamma at ``lr * gamma_lr_scale``.
+
+    timm's ``param_groups_weight_decay`` draws the same line between decay and no decay, but it
+    leaves out frozen parameters and empty groups and orders the groups otherwise; these groups
+    stay as they were so that checkpoints' optimizer states still load."""
+    gamma = gamma_names(model)
     decay, no_decay, gammas = [], [], []
     for name, p in model.named_parameters():
-        if _is_gamma(name):
+        if name in gamma:
             gammas.append(p)
         elif p.ndim <= 1:
             no_decay.append(p)
@@ -317,13 +319,6 @@ class _Dist:
     def close(self) -> None:
         if self.owns_group:
             dist.destroy_process_group()
-
-
-def _device_name(device: torch.device) -> str:
-    """``cpu (16 threads)`` or the GPU's name (``NVIDIA H200``): where a run trained."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({torch.get_num_threads()} threads)"
 
 
 def _select_device(name: str) -> torch.device:
@@ -928,6 +923,6 @@ def _finish(run: _Run, status: str) -> RunResult:
         _atomic_write_text(run.out / "result.json", json.dumps(_finite_or_null(
             {**asdict(result), "config": _plain(run.config.to_dict()), "arch": run.built.arch,
              "model_kwargs": _plain(run.built.model_kwargs),
-             "torch": torch.__version__, "machine": platform.platform(),
-             "device": _device_name(next(run.model.parameters()).device)}), indent=2, default=str))
+             "torch": torch.__version__, "machine": machine_description(),
+             "device": device_name(next(run.model.parameters()).device)}), indent=2, default=str))
     return result

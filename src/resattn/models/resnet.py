@@ -19,7 +19,6 @@ Stochastic depth: Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016
 """
 # No ``from __future__ import annotations`` here: fx writes the forward's string annotations into
 # the traced code as ``_torch_Tensor_``, which TorchScript then cannot resolve (fx, then script).
-import math
 from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
@@ -33,7 +32,7 @@ from timm.models._features import feature_take_indices
 
 from ..blocks import (ActSpec, AttentionConfig, BasicBlock, Bottleneck, NormSpec, ResidualBlock,
                       _act, get_norm_layer)
-from ..modulation import Modulation
+from ..modulation import Modulation, gamma_names, initial_theta
 from ._pretrained import clean_state_dict
 from ._registry import register_model
 
@@ -99,13 +98,6 @@ def _check_pool(global_pool: str) -> None:
     if global_pool not in POOL_TYPES:
         raise ValueError(f"global_pool={global_pool!r} is not allowed; allowed: "
                          f"{', '.join(repr(p) for p in POOL_TYPES)}")
-
-
-def _initial_theta(gamma_init: float, gamma_max: Optional[float]) -> float:
-    """The stored gamma parameter for ``gamma_init`` (inverse of the tanh bound of Modulation)."""
-    if gamma_max is None:
-        return float(gamma_init)
-    return gamma_max * math.atanh(gamma_init / gamma_max)
 
 
 class ResNet(nn.Module):
@@ -269,8 +261,8 @@ class ResNet(nn.Module):
                 for path, mod in blk.gated_paths().items():
                     if mod.gamma is not None:
                         p = _PATH_PREFIX[path]
-                        mod.gamma.fill_(_initial_theta(getattr(blk.config, f"{p}gamma_init"),
-                                                       getattr(blk.config, f"{p}gamma_max")))
+                        mod.gamma.fill_(initial_theta(getattr(blk.config, f"{p}gamma_init"),
+                                                      getattr(blk.config, f"{p}gamma_max")))
         self._init_backbone(zero_init_residual)
 
     def blocks(self) -> List[ResidualBlock]:
@@ -297,8 +289,7 @@ class ResNet(nn.Module):
     def no_weight_decay(self) -> Set[str]:
         """Names of the gamma parameters (the scale of the attention term on each gated path):
         they should get no weight decay, which would pull the learnt gate strength to 0."""
-        return {f"{name}.gamma" for name, m in self.named_modules()
-                if isinstance(m, Modulation) and m.gamma is not None}
+        return gamma_names(self)
 
     @torch.jit.ignore
     def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
