@@ -343,6 +343,59 @@ def convert(model: nn.Module, pattern: Union[str, int] = "dual", *, stages: Plac
     config = _conversion_config(pattern, attention_options)
     if isinstance(stages, Iterable) and not isinstance(stages, (str, bytes)):
         stages = list(stages)  # read once here: a generator would be empty when recorded
+    infos = _convertible_blocks(model)
+    source_arch = _source_arch(model)  # read before the blocks are swapped
+    rule = resolve_placement(stages, config.pattern, max(i.stage for i in infos))
+    before = _tensors(model)
+    keys_before = set(model.state_dict())
+    params_before = sum(p.numel() for p in model.parameters())
+
+    # Phase 1: build every new path and block; the model is untouched until all succeed.
+    plan = [step for info in infos
+            if (step := _plan_block(info, config, config.pattern != "none"
+                                    and bool(rule(info.stage, info.index)))) is not None]
+    reasons = _function_changes(config)
+    messages = []
+    if reasons and any(step.chosen for step in plan):
+        messages.append(
+            f"convert(pattern={config.pattern!r}) with {', '.join(reasons)}: the converted model "
+            "no longer computes the pretrained function at init (use near_identity modulation "
+            "with gamma_init=0 on every gated path to keep it)")
+
+    # Phase 2: swap, then record how the model was made.
+    for step in plan:
+        _swap(model, step)
+    for message in messages:
+        warnings.warn(message, FunctionChangeWarning, stacklevel=2)
+    _record(model, config.pattern, stages, attention_options, source_arch)
+
+    after = _tensors(model)
+    state = model.state_dict()
+    return ConversionReport(
+        pattern=config.pattern,
+        blocks_converted=[step.info.name for step in plan if step.chosen],
+        blocks_total=len(infos),
+        tensors_kept=sum(1 for k in before if k in after and after[k] is before[k]),
+        params_before=params_before,
+        params_added=sum(p.numel() for p in model.parameters()) - params_before,
+        new_keys=[k for k in state if k not in keys_before],
+        warnings=messages,
+    )
+
+
+class _Step(NamedTuple):
+    """One block of a conversion plan: its new paths and, for a foreign block, its new block."""
+
+    info: BlockInfo
+    chosen: bool
+    config: AttentionConfig
+    paths: dict[str, nn.Module]
+    new: Optional[ResidualBlock]
+
+
+def _convertible_blocks(model: nn.Module) -> list[BlockInfo]:
+    """The residual blocks of ``model``, or a ValueError naming the supported types or the
+    resattn block that already has attention."""
     infos = find_residual_blocks(model)
     if not infos:
         supported = ", ".join(f"{t.__module__}.{t.__name__}"
@@ -354,78 +407,54 @@ def convert(model: nn.Module, pattern: Union[str, int] = "dual", *, stages: Plac
             raise ValueError(
                 f"model block {info.name!r} already has attention (pattern="
                 f"{info.module.pattern!r}); convert a plain model (pattern='none')")
-    source_arch = _source_arch(model)  # read before the blocks are swapped
-    num_stages = max(i.stage for i in infos)
-    rule = resolve_placement(stages, config.pattern, num_stages)
-    plain = config.with_pattern("none")
+    return infos
 
-    before = _tensors(model)
-    keys_before = set(model.state_dict())
-    params_before = sum(p.numel() for p in model.parameters())
 
-    # Phase 1: build every new path and block; the model is untouched until all succeed.
-    plan = []
-    for info in infos:
-        chosen = config.pattern != "none" and bool(rule(info.stage, info.index))
-        if info.source == "resattn" and not chosen:
-            continue
-        cfg = config if chosen else plain
-        in_planes, out_planes = _channels(info.module)
-        paths = attention_paths(cfg, in_planes, out_planes)
-        ref = next(iter(info.module.parameters()), None)
-        for m in paths.values():
-            if ref is not None:
-                m.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
-            m.train(info.module.training)
-        new = None
-        if info.source != "resattn":
-            cls, modules = _adopted_modules(info.module, info.source)
-            new = cls.from_modules(modules, stride=getattr(info.module, "stride", 1), config=cfg,
-                                   paths=paths)
-            new.training = info.module.training
-            new_keys = {k for k in new.state_dict() if not _is_path_key(k)}
-            if new_keys != set(info.module.state_dict()):  # cannot happen for supported blocks
-                raise RuntimeError(f"conversion of {info.name!r} would change its state_dict keys")
-        plan.append((info, chosen, cfg, paths, new))
+def _plan_block(info: BlockInfo, config: AttentionConfig, chosen: bool) -> Optional[_Step]:
+    """Build the paths (on the block's device, dtype and mode) and, for a torchvision or timm
+    block, the resattn block around its own modules; None for a resattn block left as it is."""
+    if info.source == "resattn" and not chosen:
+        return None
+    cfg = config if chosen else config.with_pattern("none")
+    in_planes, out_planes = _channels(info.module)
+    paths = attention_paths(cfg, in_planes, out_planes)
+    ref = next(iter(info.module.parameters()), None)
+    for m in paths.values():
+        if ref is not None:
+            m.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
+        m.train(info.module.training)
+    new = None
+    if info.source != "resattn":
+        cls, modules = _adopted_modules(info.module, info.source)
+        new = cls.from_modules(modules, stride=getattr(info.module, "stride", 1), config=cfg,
+                               paths=paths)
+        new.training = info.module.training
+        new_keys = {k for k in new.state_dict() if not _is_path_key(k)}
+        if new_keys != set(info.module.state_dict()):  # cannot happen for supported blocks
+            raise RuntimeError(f"conversion of {info.name!r} would change its state_dict keys")
+    return _Step(info, chosen, cfg, paths, new)
 
-    reasons = _function_changes(config)
-    messages = []
-    if reasons and any(chosen for _, chosen, *_ in plan):
-        messages.append(
-            f"convert(pattern={config.pattern!r}) with {', '.join(reasons)}: the converted model "
-            "no longer computes the pretrained function at init (use near_identity modulation "
-            "with gamma_init=0 on every gated path to keep it)")
 
-    # Phase 2: swap.
-    for info, chosen, cfg, paths, new in plan:
-        if new is None:
-            info.module.set_attention(cfg, paths)
-        else:
-            parent_name, _, child = info.name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+def _swap(model: nn.Module, step: _Step) -> None:
+    """Give a resattn block its paths, or put the new block where the foreign one was."""
+    if step.new is None:
+        step.info.module.set_attention(step.config, step.paths)
+    else:
+        parent_name, _, child = step.info.name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, step.new)
 
-    for message in messages:
-        warnings.warn(message, FunctionChangeWarning, stacklevel=2)
-    record = {"pattern": config.pattern}
+
+def _record(model: nn.Module, pattern: str, stages: Placement, options: dict[str, Any],
+            source_arch: Optional[tuple[str, dict[str, Any]]]) -> None:
+    """``model.resattn_convert_kwargs`` (and the source of a torchvision or timm model) for
+    :func:`resattn.weights.save_checkpoint`."""
+    record = {"pattern": pattern}
     if stages is not None:
         record["stages"] = stages
-    record.update(attention_options)
+    record.update(options)
     model.resattn_convert_kwargs = record
     if getattr(model, "resattn_arch", None) is None and source_arch is not None:
         model.resattn_arch, model.resattn_model_kwargs = source_arch
-
-    after = _tensors(model)
-    state = model.state_dict()
-    return ConversionReport(
-        pattern=config.pattern,
-        blocks_converted=[info.name for info, chosen, *_ in plan if chosen],
-        blocks_total=len(infos),
-        tensors_kept=sum(1 for k in before if k in after and after[k] is before[k]),
-        params_before=params_before,
-        params_added=sum(p.numel() for p in model.parameters()) - params_before,
-        new_keys=[k for k in state if k not in keys_before],
-        warnings=messages,
-    )
 
 
 def _is_path_key(key: str) -> bool:

@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -217,13 +217,39 @@ def export(model_or_path: Union[nn.Module, str, os.PathLike], out: Union[str, os
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
         raise ValueError(f"batch={batch!r} must be an integer >= 2 (torch.export treats a "
                          "dimension of size 1 as static)")
+    model, stem, source = _load(model_or_path)
+    input_shape = _input_shape(model, input_shape, image_size, batch)
+    path = _out_path(out, stem, source, format)
+    was_training = model.training
+    model.eval()
+    try:
+        g = torch.Generator().manual_seed(seed)
+        ref = next(model.parameters(), None)
+        dtype = ref.dtype if ref is not None else torch.float32
+        inputs = [torch.randn(s, generator=g).to(dtype) for s in check_sizes(input_shape)]
+        with torch.no_grad():
+            exporter, reason = _write(model, inputs[0], path, format, onnx_exporter, opset)
+            report = ExportReport(path=path, format=format, exporter=exporter,
+                                  input_shape=input_shape, fallback_reason=reason)
+            run = _runner(path, format)
+            report.parity = [_parity(model, run, x) for x in inputs]
+    finally:
+        model.train(was_training)
+    return report
+
+
+def _load(model_or_path: Union[nn.Module, str, os.PathLike]) -> Tuple[nn.Module, Path, Optional[Path]]:
+    """(model, stem of the default output name, checkpoint file read or None)."""
     if isinstance(model_or_path, nn.Module):
-        model, stem = model_or_path, Path(type(model_or_path).__name__.lower())
-        source = None
-    else:
-        model, meta = load_model(model_or_path)
-        stem = Path(meta["path"]) if meta.get("path") else Path(str(model_or_path).replace(":", "_"))
-        source = Path(meta["path"]) if meta.get("path") else None
+        return model_or_path, Path(type(model_or_path).__name__.lower()), None
+    model, meta = load_model(model_or_path)
+    source = Path(meta["path"]) if meta.get("path") else None
+    return model, source or Path(str(model_or_path).replace(":", "_")), source
+
+
+def _input_shape(model: nn.Module, input_shape: Optional[Sequence[int]],
+                 image_size: Optional[Sequence[int]], batch: int) -> Tuple[int, int, int, int]:
+    """The example input's (N, C, H, W): given, or the model's default with ``image_size``."""
     if input_shape is None:
         input_shape = _default_input_shape(model, batch)
         if image_size is not None:
@@ -234,6 +260,12 @@ def export(model_or_path: Union[nn.Module, str, os.PathLike], out: Union[str, os
     input_shape = tuple(int(v) for v in input_shape)
     if len(input_shape) != 4 or min(input_shape) < 1 or input_shape[0] < 2:
         raise ValueError(f"input_shape={input_shape!r} must be (N, C, H, W) with N >= 2")
+    return input_shape
+
+
+def _out_path(out: Union[str, os.PathLike, None], stem: Path, source: Optional[Path],
+              format: str) -> Path:
+    """The file to write (its folder made): never the checkpoint being read."""
     path = Path(out) if out is not None else stem.with_suffix(_DEFAULT_SUFFIX[format])
     if not path.suffix:
         path = path.with_suffix(_SUFFIX[format])
@@ -244,26 +276,14 @@ def export(model_or_path: Union[nn.Module, str, os.PathLike], out: Union[str, os
         raise ValueError(f"out={str(path)!r}: an ExportedProgram file must end in .pt2 "
                          "(torch.export.save)")
     path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
-    was_training = model.training
-    model.eval()
-    try:
-        g = torch.Generator().manual_seed(seed)
-        ref = next(model.parameters(), None)
-        dtype = ref.dtype if ref is not None else torch.float32
-        inputs = [torch.randn(s, generator=g).to(dtype) for s in check_sizes(input_shape)]
-        with torch.no_grad():
-            exporter, reason = _write(model, inputs[0], path, format, onnx_exporter, opset)
-            run = _runner(path, format)
-            report = ExportReport(path=path, format=format, exporter=exporter,
-                                  input_shape=input_shape, fallback_reason=reason)
-            for x in inputs:
-                expected = model(x)
-                got = run(x).to(expected.dtype)
-                diff = (got - expected).abs().max().item() if got.shape == expected.shape else math.inf
-                tol = 1e-4 * max(1.0, expected.abs().max().item())
-                report.parity.append(dict(shape=tuple(x.shape), max_abs_diff=diff, tol=tol,
-                                          passed=bool(diff <= tol)))
-    finally:
-        model.train(was_training)
-    return report
+
+def _parity(model: nn.Module, run, x: torch.Tensor) -> dict[str, Any]:
+    """The exported file against eager PyTorch on ``x``: max |difference| within
+    ``1e-4 * max(1, max |logit|)``."""
+    expected = model(x)
+    got = run(x).to(expected.dtype)
+    diff = (got - expected).abs().max().item() if got.shape == expected.shape else math.inf
+    tol = 1e-4 * max(1.0, expected.abs().max().item())
+    return dict(shape=tuple(x.shape), max_abs_diff=diff, tol=tol, passed=bool(diff <= tol))

@@ -393,14 +393,27 @@ def paired_delta_plot(path: Path, cells: list[dict[str, Any]], *, metric: str, b
 
 def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
            threshold: float = 0.7) -> dict[str, Path]:
-    from matplotlib.ticker import MaxNLocator
-
-    paths: dict[str, Path] = {}
-    acc = accuracy_plot(out / "accuracy.png", summary)
-    if acc is not None:
-        paths["accuracy"] = acc
-
+    """The report's figures that have something to show, by name: ``accuracy``, ``loss``,
+    ``gamma`` and ``skip_gain`` (the last two for dual runs with gate records)."""
     metrics = {r["run_id"]: _metrics_for_plots(out / "runs" / r["run_id"]) for r in rows}
+    dual = [r for r in rows if _is_dual(r)]
+    gate_epochs = {r["run_id"]: [m for m in metrics[r["run_id"]]
+                                 if m.get("type") == "epoch" and m.get("gates")] for r in dual}
+    # the first seed with gate records (a failed run of seed 0 leaves none)
+    first_seed = min((r["seed"] for r in dual if gate_epochs[r["run_id"]]), default=0)
+    seed_of = {r["run_id"]: r["seed"] for r in dual}
+    shown = {k: v for k, v in gate_epochs.items() if v and seed_of[k] == first_seed}
+    paths = {"accuracy": accuracy_plot(out / "accuracy.png", summary),
+             "loss": _loss_plot(out / "loss.png", rows, metrics),
+             "gamma": _gamma_plot(out / "gamma.png", shown, first_seed),
+             "skip_gain": _skip_gain_plot(out / "skip_gain.png", dict(list(shown.items())[:8]),
+                                          threshold)}
+    return {k: v for k, v in paths.items() if v is not None}
+
+
+def _loss_plot(path: Path, rows: list[dict[str, Any]],
+               metrics: dict[str, list[dict[str, Any]]]) -> Optional[Path]:
+    """Training loss per logged step (per epoch where no run logged steps), one line per run."""
     fig, ax = _subplots(figsize=(7, 4))
     by_step = any(m.get("type") == "step" for ms in metrics.values() for m in ms)
     kind, x_key, y_key = ("step", "step", "loss") if by_step else ("epoch", "epoch", "train_loss")
@@ -411,65 +424,67 @@ def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
             ax.plot([m[x_key] for m in recs], [m[y_key] for m in recs], label=r["run_id"], lw=1,
                     marker=None if by_step else "o")
             drawn = True
-    if drawn:
-        ax.set_xlabel(kind)
-        ax.set_ylabel("training loss")
-        ax.set_yscale("log")
-        if len(rows) <= 16:
-            ax.legend(fontsize=7, ncol=2)
-        ax.set_title("Training loss" + (f" ({len(rows)} runs)" if len(rows) > 16 else ""))
-        fig.tight_layout()
-        paths["loss"] = out / "loss.png"
-        fig.savefig(paths["loss"], dpi=120)
+    if not drawn:
+        return None
+    ax.set_xlabel(kind)
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    if len(rows) <= 16:
+        ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Training loss" + (f" ({len(rows)} runs)" if len(rows) > 16 else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
 
-    dual = [r for r in rows if _is_dual(r)]
-    gate_epochs = {r["run_id"]: [m for m in metrics[r["run_id"]] if m.get("type") == "epoch" and m.get("gates")]
-                   for r in dual}
-    # the first seed with gate records (a failed run of seed 0 leaves none)
-    first_seed = min((r["seed"] for r in dual if gate_epochs[r["run_id"]]), default=0)
-    seed_of_all = {r["run_id"]: r["seed"] for r in dual}
-    if any(gate_epochs.values()):
-        fig, ax = _subplots(figsize=(7, 4))
-        for run_id, eps in gate_epochs.items():
-            if seed_of_all[run_id] != first_seed:
-                continue
-            for key, style in (("gamma/skip_attn", "-"), ("gamma/res_attn", "--")):
-                ys = [_block_mean(e.get("gates_end") or e["gates"], key) for e in eps]
-                if any(not math.isnan(y) for y in ys):
-                    ax.plot([e["epoch"] for e in eps], ys, style, marker="o",
-                            label=f"{run_id} {'γ_s' if 'skip' in key else 'γ_r'}")
-        ax.set_xlabel("epoch")
+
+def _gamma_plot(path: Path, gate_epochs: dict[str, list[dict[str, Any]]],
+                seed: int) -> Optional[Path]:
+    """Mean effective γ_s (solid) and γ_r (dashed) over the dual blocks, per epoch and run."""
+    from matplotlib.ticker import MaxNLocator
+    if not gate_epochs:
+        return None
+    fig, ax = _subplots(figsize=(7, 4))
+    for run_id, eps in gate_epochs.items():
+        for key, style in (("gamma/skip_attn", "-"), ("gamma/res_attn", "--")):
+            ys = [_block_mean(e.get("gates_end") or e["gates"], key) for e in eps]
+            if any(not math.isnan(y) for y in ys):
+                ax.plot([e["epoch"] for e in eps], ys, style, marker="o",
+                        label=f"{run_id} {'γ_s' if 'skip' in key else 'γ_r'}")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("mean effective γ over dual blocks")
+    ax.set_title(f"γ_s (solid) and γ_r (dashed) at the end of each epoch (seed {seed})")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _skip_gain_plot(path: Path, gate_epochs: dict[str, list[dict[str, Any]]],
+                    threshold: float) -> Optional[Path]:
+    """Skip gain per block per epoch, one panel per run, with the warning threshold."""
+    from matplotlib.ticker import MaxNLocator
+    if not gate_epochs:
+        return None
+    fig, axes = _subplots(1, len(gate_epochs), figsize=(5 * len(gate_epochs), 3.8), squeeze=False,
+                          sharey=True)
+    for ax, (run_id, eps) in zip(axes[0], gate_epochs.items()):
+        blocks = [b for b, v in eps[0]["gates"].items() if "gate_energy/skip_attn" in v]
+        for b in blocks:
+            ax.plot([e["epoch"] for e in eps], [e["gates"][b]["skip_gain"] for e in eps],
+                    marker=".", label=b)
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.axhline(threshold, color="tab:red", lw=0.8, ls="--")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("mean effective γ over dual blocks")
-        ax.set_title(f"γ_s (solid) and γ_r (dashed) at the end of each epoch (seed {first_seed})")
+        ax.set_title(run_id, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("skip gain ‖s‖/‖skip(x)‖")
         ax.legend(fontsize=6)
-        fig.tight_layout()
-        paths["gamma"] = out / "gamma.png"
-        fig.savefig(paths["gamma"], dpi=120)
-
-        seed_of = {r["run_id"]: r["seed"] for r in dual}
-        runs = [k for k, v in gate_epochs.items() if v and seed_of[k] == first_seed][:8]
-        fig, axes = _subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False,
-                                 sharey=True)
-        for ax, run_id in zip(axes[0], runs):
-            eps = gate_epochs[run_id]
-            blocks = [b for b, v in eps[0]["gates"].items() if "gate_energy/skip_attn" in v]
-            for b in blocks:
-                ax.plot([e["epoch"] for e in eps], [e["gates"][b]["skip_gain"] for e in eps],
-                        marker=".", label=b)
-            ax.axhline(1.0, color="grey", lw=0.8, ls=":")
-            ax.axhline(threshold, color="tab:red", lw=0.8, ls="--")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_title(run_id, fontsize=9)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("skip gain ‖s‖/‖skip(x)‖")
-            ax.legend(fontsize=6)
-        fig.suptitle(f"Skip gain per block (below 1: the identity path shrinks; red: warning "
-                     f"threshold {threshold:g})")
-        fig.tight_layout()
-        paths["skip_gain"] = out / "skip_gain.png"
-        fig.savefig(paths["skip_gain"], dpi=120)
-    return paths
+    fig.suptitle(f"Skip gain per block (below 1: the identity path shrinks; red: warning "
+                 f"threshold {threshold:g})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
 
 
 def _is_dual(r: dict[str, Any]) -> bool:

@@ -386,9 +386,41 @@ def load_study(path: str | Path) -> Study:
             ``decision_rule``, ``variants`` or ``budgets``; an unknown top-level key, budget key,
             factor, option, variant or metric. The message names the file and the key.
     """
-    import yaml
-
     path = str(path)
+    text, data = _read_study_file(path)
+    claim = str(_require(data, "claim", path)).strip()
+    rule = _require(data, "decision_rule", path)
+    test, confidence, rule_delta = _decision_rule(rule, path)
+    variants = _require(data, "variants", path)
+    if not isinstance(variants, dict):
+        raise ValueError(f"{path}: variants must be a mapping of name -> options")
+    variants = {str(k): dict(v or {}) for k, v in variants.items()}
+    for name, opts in variants.items():
+        _split_options(opts, f"{path}: variants.{name}")
+    factors = _levels(data.get("factors") or {}, f"{path}: factors")
+    fixed = dict(data.get("fixed") or {})
+    _split_options(fixed, f"{path}: fixed")
+    hyps = _require(data, "hypothesis", path)
+    hyps = hyps if isinstance(hyps, list) else [hyps]
+    hypotheses = [_hypothesis(h, f"{path}: hypothesis" + (f"[{i}]" if len(hyps) > 1 else ""),
+                              variants, factors, fixed, rule_delta) for i, h in enumerate(hyps)]
+    budgets = _budgets(_require(data, "budgets", path), path)
+    floors, trained = _validity(data.get("validity"), budgets, variants, factors, path)
+    study = Study(path=path, name=str(data.get("name") or Path(path).stem), claim=claim,
+                  hypotheses=hypotheses, test=test, confidence=confidence,
+                  variants=variants, factors=factors, fixed=fixed,
+                  dataset=str(data.get("dataset", "fashion-mnist")),
+                  budgets={k: dict(v or {}) for k, v in budgets.items()},
+                  changes=list(data.get("changes") or []), text=text, floors=floors,
+                  trained=trained)
+    for b in study.budgets:
+        study.specs(b)  # every run's options valid at every budget, before anything runs
+    return study
+
+
+def _read_study_file(path: str) -> tuple[str, dict[str, Any]]:
+    """The file's text and its mapping, with only the known top-level keys."""
+    import yaml
     try:
         text = Path(path).read_text()
         data = yaml.safe_load(text)
@@ -399,8 +431,11 @@ def load_study(path: str | Path) -> Study:
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise ValueError(f"{path}: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(_TOP_KEYS))}")
-    claim = str(_require(data, "claim", path)).strip()
-    rule = _require(data, "decision_rule", path)
+    return text, data
+
+
+def _decision_rule(rule: Any, path: str) -> tuple[str, float, float]:
+    """``decision_rule`` as (test, confidence, accuracy delta)."""
     if not isinstance(rule, dict):
         raise ValueError(f"{path}: decision_rule must be a mapping with 'test' (one of {', '.join(TESTS)})")
     if rule.get("test") not in TESTS:
@@ -412,57 +447,50 @@ def load_study(path: str | Path) -> Study:
     confidence = float(rule.get("confidence", 0.95))
     if not 0 < confidence < 1:
         raise ValueError(f"{path}: decision_rule.confidence={confidence!r} must be in (0, 1)")
-    rule_delta = _delta(rule.get("delta", DEFAULT_DELTA), f"{path}: decision_rule.delta")
+    return rule["test"], confidence, _delta(rule.get("delta", DEFAULT_DELTA), f"{path}: decision_rule.delta")
 
-    variants = _require(data, "variants", path)
-    if not isinstance(variants, dict):
-        raise ValueError(f"{path}: variants must be a mapping of name -> options")
-    variants = {str(k): dict(v or {}) for k, v in variants.items()}
-    for name, opts in variants.items():
-        _split_options(opts, f"{path}: variants.{name}")
-    factors = _levels(data.get("factors") or {}, f"{path}: factors")
-    fixed = dict(data.get("fixed") or {})
-    _split_options(fixed, f"{path}: fixed")
 
-    hyps = _require(data, "hypothesis", path)
-    hyps = hyps if isinstance(hyps, list) else [hyps]
-    hypotheses = []
-    for i, h in enumerate(hyps):
-        where = f"{path}: hypothesis" + (f"[{i}]" if len(hyps) > 1 else "")
-        if not isinstance(h, dict):
-            raise ValueError(f"{where}: expected a mapping with better, worse, metric")
-        bad = set(h) - {"better", "worse", "metric", "where", "delta"}
-        if bad:
-            raise ValueError(f"{where}.{sorted(bad)[0]}: unknown key; allowed: better, worse, "
-                             "metric, where, delta")
-        for k in ("better", "worse"):
-            if h.get(k) not in variants:
-                raise ValueError(f"{where}.{k}={h.get(k)!r} is not a variant; variants: {', '.join(variants)}")
-        if h["better"] == h["worse"]:
-            raise ValueError(f"{where}: better and worse are both {h['better']!r}; a hypothesis "
-                             "compares two different variants")
-        if h.get("metric") not in METRICS:
-            raise ValueError(f"{where}.metric={h.get('metric')!r} is not a known metric; allowed: "
-                             f"{', '.join(METRICS)}")
-        cond = {str(k): str(v) for k, v in (h.get("where") or {}).items()}
-        for k, v in cond.items():
-            if k not in factors:
-                raise ValueError(f"{where}.where.{k}: {k!r} is not a factor of this study; factors: "
-                                 + (", ".join(factors) or "none"))
-            if v not in factors[k]:
-                raise ValueError(f"{where}.where.{k}={v!r}: not a factor level; factors: "
-                                 + "; ".join(f"{f}: {', '.join(lv)}" for f, lv in factors.items()))
-        delta = (_delta(h["delta"], f"{where}.delta") if "delta" in h else
-                 rule_delta if h["metric"] in ACCURACY_METRICS else None)
-        hyp = Hypothesis(h["better"], h["worse"], h["metric"], cond, delta)
-        reason = by_construction(hyp, {**fixed, **variants[hyp.better]})
-        if reason:
-            raise ValueError(f"{where}: true by construction: {reason}; a verdict on it would "
-                             "measure the bound, not training. Test accuracy, training loss, loss "
-                             "spikes or divergence instead")
-        hypotheses.append(hyp)
+def _hypothesis(h: Any, where: str, variants: dict[str, dict[str, Any]],
+                factors: dict[str, dict[str, dict[str, Any]]], fixed: dict[str, Any],
+                rule_delta: float) -> Hypothesis:
+    """One ``hypothesis`` entry: two different variants, a known metric, factor levels that
+    exist, and not true by construction."""
+    if not isinstance(h, dict):
+        raise ValueError(f"{where}: expected a mapping with better, worse, metric")
+    bad = set(h) - {"better", "worse", "metric", "where", "delta"}
+    if bad:
+        raise ValueError(f"{where}.{sorted(bad)[0]}: unknown key; allowed: better, worse, "
+                         "metric, where, delta")
+    for k in ("better", "worse"):
+        if h.get(k) not in variants:
+            raise ValueError(f"{where}.{k}={h.get(k)!r} is not a variant; variants: {', '.join(variants)}")
+    if h["better"] == h["worse"]:
+        raise ValueError(f"{where}: better and worse are both {h['better']!r}; a hypothesis "
+                         "compares two different variants")
+    if h.get("metric") not in METRICS:
+        raise ValueError(f"{where}.metric={h.get('metric')!r} is not a known metric; allowed: "
+                         f"{', '.join(METRICS)}")
+    cond = {str(k): str(v) for k, v in (h.get("where") or {}).items()}
+    for k, v in cond.items():
+        if k not in factors:
+            raise ValueError(f"{where}.where.{k}: {k!r} is not a factor of this study; factors: "
+                             + (", ".join(factors) or "none"))
+        if v not in factors[k]:
+            raise ValueError(f"{where}.where.{k}={v!r}: not a factor level; factors: "
+                             + "; ".join(f"{f}: {', '.join(lv)}" for f, lv in factors.items()))
+    delta = (_delta(h["delta"], f"{where}.delta") if "delta" in h else
+             rule_delta if h["metric"] in ACCURACY_METRICS else None)
+    hyp = Hypothesis(h["better"], h["worse"], h["metric"], cond, delta)
+    reason = by_construction(hyp, {**fixed, **variants[hyp.better]})
+    if reason:
+        raise ValueError(f"{where}: true by construction: {reason}; a verdict on it would "
+                         "measure the bound, not training. Test accuracy, training loss, loss "
+                         "spikes or divergence instead")
+    return hyp
 
-    budgets = _require(data, "budgets", path)
+
+def _budgets(budgets: Any, path: str) -> dict[str, Any]:
+    """``budgets``: known budget names with known keys."""
     if not isinstance(budgets, dict):
         raise ValueError(f"{path}: budgets must be a mapping of {', '.join(BUDGETS)} -> settings")
     for b, settings in budgets.items():
@@ -472,17 +500,7 @@ def load_study(path: str | Path) -> Study:
         if bad:
             raise ValueError(f"{path}: budgets.{b}.{sorted(bad)[0]}: unknown key; allowed: "
                              f"{', '.join(sorted(_BUDGET_KEYS))}")
-    floors, trained = _validity(data.get("validity"), budgets, variants, factors, path)
-    study = Study(path=path, name=str(data.get("name") or Path(path).stem), claim=claim,
-                  hypotheses=hypotheses, test=rule["test"], confidence=confidence,
-                  variants=variants, factors=factors, fixed=fixed,
-                  dataset=str(data.get("dataset", "fashion-mnist")),
-                  budgets={k: dict(v or {}) for k, v in budgets.items()},
-                  changes=list(data.get("changes") or []), text=text, floors=floors,
-                  trained=trained)
-    for b in study.budgets:
-        study.specs(b)  # every run's options valid at every budget, before anything runs
-    return study
+    return budgets
 
 
 # ----------------------------------------------------------------------------- cost
