@@ -284,6 +284,14 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[
              **run_stability(read_metrics(runs_dir / spec.run_id))} for spec in specs]
 
 
+def _saved_precision(result: dict[str, Any]) -> Optional[str]:
+    """The precision of a result.json written before ``precision`` was recorded (its config's
+    ``bf16``); None without a result."""
+    if not result.get("config"):
+        return None
+    return "bf16" if result["config"].get("bf16") else "fp32"
+
+
 def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     kw = spec.config.model_kwargs
     return {
@@ -292,6 +300,7 @@ def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         "skip_modulation": kw.get("skip_modulation", "near_identity") if kw.get("pattern") == "dual" else None,
         "model": spec.config.model, "dataset": spec.config.dataset, "epochs": spec.config.epochs,
         "train_subset": spec.config.train_subset,
+        "precision": result.get("precision") or _saved_precision(result),
         "params": result.get("params"), "mflops": result.get("mflops"),
         "train_time_s": result.get("train_time_s"), "images_per_s": result.get("images_per_s"),
         "best_acc": result.get("best_acc"), "final_acc": result.get("final_acc"),
