@@ -287,16 +287,21 @@ def _lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
-    """Random crop with zero padding ``pad`` and horizontal flip, per image, on a batch tensor."""
-    n, _, h, w = x.shape
-    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)
-    flips = torch.rand(n, generator=gen) < 0.5
+    """Random crop with zero padding ``pad`` and horizontal flip, each image its own, on a batch
+    (N, C, H, W) on any device, in one gather. The draws come from ``gen`` (a CPU generator):
+    per image a shift (dy, dx) in [0, 2 pad] and a flip with probability 1/2, so the same
+    generator state gives the same batch wherever ``x`` lives."""
+    n, c, h, w = x.shape
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen).to(x.device)
+    flips = (torch.rand(n, generator=gen) < 0.5).to(x.device)
     padded = F.pad(x, (pad, pad, pad, pad))
-    out = torch.empty_like(x)
-    for i in range(n):
-        dy, dx = int(shifts[i, 0]), int(shifts[i, 1])
-        out[i] = padded[i, :, dy:dy + h, dx:dx + w]
-    return torch.where(flips.view(n, 1, 1, 1), out.flip(3), out)
+    ar_h = torch.arange(h, device=x.device)
+    ar_w = torch.arange(w, device=x.device)
+    rows = shifts[:, :1] + ar_h  # (N, H): padded row of each output row
+    cols = shifts[:, 1:] + torch.where(flips[:, None], w - 1 - ar_w, ar_w)  # (N, W), flipped
+    wp = w + 2 * pad
+    index = (rows[:, :, None] * wp + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.reshape(n, c, -1).gather(2, index).view(n, c, h, w)
 
 
 def _plain(value: Any) -> Any:
@@ -365,7 +370,7 @@ def _batches(bundle_split, sampler: Iterable[int], batch_size: int, in_memory: b
     ``skip_single``: drop a last batch of one image (BatchNorm cannot train on it)."""
     if in_memory:
         x, y = bundle_split.tensors
-        idx = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        idx = torch.tensor(list(iter(sampler)), dtype=torch.long).to(x.device)
         batches = ((x[j], y[j]) for j in (idx[i:i + batch_size] for i in range(0, len(idx), batch_size)))
     else:
         batches = iter(DataLoader(bundle_split, batch_size=batch_size, sampler=sampler,
@@ -609,6 +614,9 @@ def _prepare(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
     test_split = _tensors(bundle.test) if in_memory else bundle.test
     if config.label_noise > 0:
         train_split = _noisy(train_split, config, bundle.num_classes)
+    if in_memory and device.type != "cpu":  # batches are cut and augmented where they train
+        train_split, test_split = (TensorDataset(*(t.to(device) for t in split.tensors))
+                                   for split in (train_split, test_split))
 
     torch.manual_seed(config.seed)  # the initial weights: the only draws from the global RNG
     built = build_model(config, bundle)
