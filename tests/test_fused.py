@@ -357,3 +357,24 @@ def test_active_drop_path_uses_the_unfolded_sum_and_matches_reference():
     with fused(block, False):
         y_ref = block(x)
     assert (y - y_ref).abs().max().item() <= 1e-6
+
+
+def test_low_precision_pooling_matches_mean_and_amax():
+    """bf16 maps pool through adaptive pooling and an fp32 channel max (mean/amax are a slow
+    path there): the same values; the same gradients as amax, ties over channels shared."""
+    from resattn.masks import _MaxOverChannels, max_c, max_hw, mean_hw
+    z = torch.randn(4, 16, 6, 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    z[:, 3] = z[:, 7]  # ties over channels
+    for fn, ref in ((max_c, lambda t: t.amax(1, keepdim=True)),
+                    (max_hw, lambda t: t.amax((2, 3), keepdim=True)),
+                    (mean_hw, lambda t: t.mean((2, 3), keepdim=True))):
+        a, b = z.clone().requires_grad_(), z.clone().requires_grad_()
+        ya, yb = fn(a), ref(b)
+        assert ya.dtype == yb.dtype == torch.bfloat16
+        assert torch.allclose(ya.float(), yb.float(), rtol=2 ** -8, atol=0), fn.__name__
+        g = torch.randn(ya.shape).to(torch.bfloat16)
+        ga, = torch.autograd.grad(ya, a, g)
+        gb, = torch.autograd.grad(yb, b, g)
+        assert torch.allclose(ga.float(), gb.float(), rtol=2 ** -7, atol=1e-6), fn.__name__
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_MaxOverChannels.apply, (x,))
