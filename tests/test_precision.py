@@ -1,5 +1,6 @@
 """Training precision: auto | fp32 | bf16, the older bf16 switch, and what a run records."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,7 +32,7 @@ def test_native_bf16_reads_the_cpu_flags():
 
 def test_bf16_true_is_the_older_spelling_of_precision_bf16():
     cfg = TrainConfig(bf16=True)
-    assert cfg.precision == "bf16" and cfg.bf16 is False
+    assert cfg.precision == "bf16" and cfg.bf16 is None
     assert "bf16" not in cfg.to_dict() and cfg.to_dict()["precision"] == "bf16"
     # a config written before precision existed (result.json, checkpoint, study file)
     old = {k: v for k, v in TrainConfig().to_dict().items() if k != "precision"}
@@ -39,8 +40,20 @@ def test_bf16_true_is_the_older_spelling_of_precision_bf16():
     assert TrainConfig.from_dict({**old, "bf16": False}).precision == "fp32"
     with pytest.raises(ValueError, match="bf16=True contradicts precision='auto'"):
         TrainConfig(bf16=True, precision="auto")
+    assert TrainConfig(bf16=False, precision="fp32").precision == "fp32"
+    with pytest.raises(ValueError, match="bf16='yes' must be true or false"):
+        TrainConfig(bf16="yes").validate()
     with pytest.raises(ValueError, match="precision='half' is not allowed"):
         TrainConfig(precision="half").validate()
+
+
+def test_bf16_false_in_an_old_config_stays_fp32_whatever_the_default(monkeypatch):
+    """An old config's explicit bf16: false meant fp32; it keeps meaning that if the default
+    precision becomes auto."""
+    import resattn.train as t
+    monkeypatch.setattr(t, "DEFAULT_PRECISION", "auto")
+    assert TrainConfig(bf16=False, precision="auto").precision == "fp32"
+    assert TrainConfig(bf16=True, precision="auto").precision == "bf16"
 
 
 def test_old_saved_configs_resume_under_the_new_name():
@@ -85,3 +98,17 @@ def test_run_records_the_resolved_precision(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["precision"] == "bf16" and saved["config"]["precision"] == "auto"
     assert "bf16" not in saved["config"]
+
+
+def test_command_line_precision_wins_over_a_files_bf16(tmp_path):
+    from resattn.study import load_study
+    text = (Path(__file__).parent.parent / "studies").glob("*.yaml")
+    path = next(iter(sorted(text)))
+    import yaml
+    data = yaml.safe_load(path.read_text())
+    data.setdefault("fixed", {})["bf16"] = True
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(data))
+    study = load_study(str(f))
+    assert {s.config.precision for s in study.specs("smoke")} == {"bf16"}
+    assert {s.config.precision for s in study.specs("smoke", extra={"precision": "fp32"})} == {"fp32"}

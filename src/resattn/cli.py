@@ -270,7 +270,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if k in ("model", "model_kwargs", "dataset", "lr", "seed", "epochs", "batch_size"):
             raise ValueError(f"train_options may not set {k!r}; it is a compare option")
         train_opts[k] = v
-    train_opts.update(_training_kwargs(args))
+    cli_train = _training_kwargs(args)
+    if "precision" in cli_train:  # the command line's word over a YAML bf16
+        train_opts.pop("bf16", None)
+    train_opts.update(cli_train)
     if "test_subset" in train_opts:
         opts["test_subset"] = train_opts.pop("test_subset")
     cfg = CompareConfig(**opts, train_options=train_opts)

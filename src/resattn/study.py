@@ -157,6 +157,8 @@ class Study:
                     opts.update(level)
                 model_kw, train_kw = _split_options(opts, f"variant {variant}")
                 train_kw.setdefault("dataset", self.dataset)
+                if "precision" in (extra or {}):  # the command line's word over a file's bf16
+                    train_kw.pop("bf16", None)
                 train_kw.update(extra or {})
                 try:
                     _check_model(train_kw.get("model", TrainConfig.model), model_kw)

@@ -67,9 +67,10 @@ class TrainConfig:
 
     ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA and on CPUs with
     native bf16 units, see :mod:`resattn.precision`); the run records the resolved value.
-    ``bf16=True`` is the older spelling of ``precision='bf16'`` (configs, checkpoints and study
-    files written before ``precision`` existed): construction turns it into ``precision='bf16'``
-    (``bf16`` is then False and :meth:`to_dict` leaves it out).
+    ``bf16`` is the older spelling (configs, checkpoints and study files written before
+    ``precision`` existed): ``bf16=True`` means ``precision='bf16'``, ``bf16=False``
+    ``precision='fp32'``; construction turns it into ``precision`` (``bf16`` is then None and
+    :meth:`to_dict` leaves it out).
 
     Raises (from :meth:`validate`):
         ValueError: a bad value, naming the field and the allowed values.
@@ -92,7 +93,7 @@ class TrainConfig:
     warmup_epochs: float = 0.3
     label_smoothing: float = 0.0
     precision: str = DEFAULT_PRECISION
-    bf16: bool = False
+    bf16: Optional[bool] = None
     grad_clip: Optional[float] = None
     augment: bool = True
     label_noise: float = 0.0
@@ -111,12 +112,13 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
-        if self.bf16 is True:  # the older spelling
-            if self.precision not in (DEFAULT_PRECISION, "bf16"):
-                raise ValueError(f"bf16=True contradicts precision={self.precision!r}; "
+        if isinstance(self.bf16, bool):  # the older spelling
+            said = "bf16" if self.bf16 else "fp32"
+            if self.precision not in (DEFAULT_PRECISION, said):
+                raise ValueError(f"bf16={self.bf16} contradicts precision={self.precision!r}; "
                                  "set precision alone (auto, fp32 or bf16)")
-            self.precision = "bf16"
-            self.bf16 = False
+            self.precision = said
+            self.bf16 = None
 
     def validate(self) -> "TrainConfig":
         if not is_model(self.model):
@@ -163,7 +165,9 @@ class TrainConfig:
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r}: CUDA is not available on this machine; "
                              "use device='cpu' or 'auto'")
-        for name in ("bf16", "deterministic", "augment", "channels_last", "monitor", "download",
+        if self.bf16 is not None:
+            raise ValueError(f"bf16={self.bf16!r} must be true or false (or left out: precision)")
+        for name in ("deterministic", "augment", "channels_last", "monitor", "download",
                      "tensorboard", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false")
@@ -172,7 +176,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every option but the ``bf16`` alias (``precision`` says it)."""
         d = asdict(self)
-        if d.get("bf16") is False:
+        if d.get("bf16") is None:
             del d["bf16"]
         return d
 
