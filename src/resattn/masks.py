@@ -25,14 +25,14 @@ state_dicts and checkpoints are unchanged.
 
 With ``has_skip=True`` (coord family) timm returns z * m + z = z * (1 + m); the mask is then 1 + m.
 
-Pooling in low precision. Under bf16 (or fp16) autocast the maps are bf16, and PyTorch's CPU
-kernels for ``amax`` over H, W or over C and for ``mean`` over H, W are a slow path in bf16 (a
-tester measured ``amax`` over H, W 25 to 90 times slower than in fp32 on a 128x32x14x14 map). For
-those maps the pooled statistics come from :func:`mean_hw`, :func:`max_hw` and :func:`max_c`
-(adaptive pooling kernels, and a max over channels computed in fp32 that saves nothing new):
-the same values and gradients, except that the gradient of a maximum over H, W reached by
-several entries at once (a tie, likelier in bf16's 8 bits) goes to one of them instead of being
-shared. fp32 and fp64 maps keep ``mean``/``amax``.
+Pooling. Means are sums scaled on the small result (:func:`mean_hw`, :func:`mean_c`): the
+backward of ``mean`` writes grad / n over the whole map, a sum's is a broadcast view. Under
+bf16 (or fp16) autocast the maps are bf16, and PyTorch's CPU kernel for ``amax`` over H, W or
+over C is a slow path in bf16 (measured 25 to 90 times slower than in fp32 on a 128x32x14x14
+map); for those maps :func:`max_hw` uses the adaptive max-pooling kernel and :func:`max_c` an
+fp32 maximum that saves nothing new: the same values and gradients, except that the gradient
+of a maximum over H, W reached by several entries at once (a tie, likelier in bf16's 8 bits)
+goes to one of them instead of being shared. fp32 and fp64 maps keep ``amax``.
 
 No mask form: ``gca`` (GlobalContext with ``fuse_add``: it adds a context term, z + t(z), which no
 mask reproduces), user callables and any other module. Those keep the module's own forward
@@ -53,7 +53,7 @@ from timm.layers.gather_excite import GatherExcite
 from timm.layers.global_context import GlobalContext
 from timm.layers.squeeze_excite import EffectiveSEModule, SEModule
 
-__all__ = ["MaskForm", "has_mask_form", "mask_form", "mean_hw", "max_hw", "max_c"]
+__all__ = ["MaskForm", "has_mask_form", "mask_form", "mean_hw", "mean_c", "max_hw", "max_c"]
 
 #: (p, m) with A(z) == p * m; p is None when it is z itself.
 MaskForm = tuple[Optional[torch.Tensor], torch.Tensor]
@@ -62,10 +62,14 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def mean_hw(x: torch.Tensor) -> torch.Tensor:
-    """Mean over H, W: (N, C, H, W) -> (N, C, 1, 1)."""
-    if x.dtype in _LOW_PRECISION:
-        return F.adaptive_avg_pool2d(x, 1)
-    return x.mean((2, 3), keepdim=True)
+    """Mean over H, W: (N, C, H, W) -> (N, C, 1, 1), as a sum scaled on the small result (the
+    backward of ``mean`` writes grad / (H W) over the full map; a sum's is a broadcast view)."""
+    return x.sum((2, 3), keepdim=True) * (1.0 / (x.shape[2] * x.shape[3]))
+
+
+def mean_c(x: torch.Tensor) -> torch.Tensor:
+    """Mean over C: (N, C, H, W) -> (N, 1, H, W), as :func:`mean_hw` does it."""
+    return x.sum(1, keepdim=True) * (1.0 / x.shape[1])
 
 
 def max_hw(x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +166,7 @@ def _gc(mod: GlobalContext, x: torch.Tensor) -> MaskForm:
         attn = F.softmax(attn, dim=-1).unsqueeze(3)
         context = (x.reshape(B, C, H * W).unsqueeze(1) @ attn).view(B, C, 1, 1)
     else:
-        context = x.mean(dim=(2, 3), keepdim=True)
+        context = mean_hw(x)
     return None, mod.gate(mod.mlp_scale(context))
 
 
@@ -183,9 +187,9 @@ def _cbam(mod: nn.Module, x: torch.Tensor) -> MaskForm:
     p = x * _channel_mask(mod.channel, x)
     sp = mod.spatial
     if isinstance(sp, LightSpatialAttn):
-        a = 0.5 * p.mean(dim=1, keepdim=True) + 0.5 * max_c(p)
+        a = 0.5 * mean_c(p) + 0.5 * max_c(p)
     else:
-        a = torch.cat([p.mean(dim=1, keepdim=True), max_c(p)], dim=1)
+        a = torch.cat([mean_c(p), max_c(p)], dim=1)
     return p, sp.gate(sp.conv(a))
 
 
