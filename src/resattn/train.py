@@ -928,7 +928,7 @@ def _end_gates(run: _Run) -> dict[str, dict[str, float]]:
     model.eval()
     try:
         with GateMonitor(model, every=1, threshold=config.skip_gain_threshold) as probe, \
-                torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.precision == "bf16"):
             model(x)
         return probe.summary(reset=True)
     finally:
