@@ -176,7 +176,7 @@ def test_shipped_studies_train_at_the_cpu_budget():
         for s in specs:
             n = s.config.train_subset or 60000
             steps = -(-n // s.config.batch_size) * s.config.epochs
-            assert steps >= 900 and s.config.bf16, (path.name, s.run_id, steps)
+            assert steps >= 900 and s.config.precision == "bf16", (path.name, s.run_id, steps)
         assert any("2026-12-04" in str(c) for c in st.changes), path.name
 
 

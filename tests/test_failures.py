@@ -109,6 +109,18 @@ def test_checkpoint_problems_are_told_apart(tmp_path, name, kind, says):
     load_model(tmp_path / "good.pt")
 
 
+def test_a_legacy_format_checkpoint_still_reads_and_a_random_pickle_never_does(tmp_path):
+    from resattn.weights import read_checkpoint
+    sd = {"w": torch.arange(3.0)}
+    torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert torch.equal(read_checkpoint(tmp_path / "legacy.pt")["w"], sd["w"])
+    for i in range(20):  # random bytes after a pickle header: always told, never misread
+        (tmp_path / "r.pt").write_bytes(b"\x80\x02" + os.urandom(200))
+        with pytest.raises(CheckpointError) as info:
+            read_checkpoint(tmp_path / "r.pt")
+        assert info.value.kind == "not-a-checkpoint"
+
+
 # ----------------------------------------------------------------------------- metrics and Ray
 
 def test_read_metrics_tolerates_only_a_truncated_last_line(tmp_path):

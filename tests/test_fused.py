@@ -63,7 +63,7 @@ def test_fused_equals_reference_forward_and_every_gradient(pattern, attn, modula
     block = BasicBlock(8, 16, 2, _config(pattern, attn, modulation)).train()
     x = torch.randn(2, 8, 10, 6)
     y1, g1 = _run(block, x)
-    with fused(False):
+    with fused(block, False):
         y0, g0 = _run(block, x)
         _, g64 = _run(copy.deepcopy(block).double(), x.double())
     assert _close(y1, y0), (y1 - y0).abs().max().item()
@@ -89,7 +89,7 @@ def test_default_dual_and_channel_gamma_in_a_bottleneck(pattern):
     block = Bottleneck(16, 8, 2, cfg).train()
     x = torch.randn(2, 16, 9, 9)
     y1, g1 = _run(block, x)
-    with fused(False):
+    with fused(block, False):
         y0, g0 = _run(block, x)
     assert _close(y1, y0)
     for k in g0:
@@ -164,7 +164,7 @@ def test_fused_near_identity_saves_fewer_full_maps(attn, fused_count, reference_
     mod = Modulation(attn, 16, "near_identity", gamma_init=0.1)
     z = torch.randn(2, 16, 8, 8, requires_grad=True)
     assert _full_saved(mod, z) == fused_count
-    with fused(False):
+    with fused(mod, False):
         assert _full_saved(mod, z) == reference_count
 
 
@@ -177,7 +177,7 @@ def test_fused_branch_tail_saves_no_more_than_plain():
     x = torch.randn(2, 16, 8, 8, requires_grad=True)
     n_plain = _full_saved(plain, x)
     assert _full_saved(gated, x) == n_plain + 1
-    with fused(False):
+    with fused(gated, False):
         assert _full_saved(gated, x) == n_plain + 2
 
 
@@ -188,8 +188,8 @@ def test_hooked_path_sees_its_input_and_output_and_the_block_output_is_unchanged
     seen = []
     handle = block.res_attn.register_forward_hook(
         lambda m, a, o: seen.append((a[0].norm().item(), o.norm().item())))
-    assert torch.equal(block(x), y)  # bit for bit: the folded sum is kept
-    with fused(False):
+    assert torch.equal(block(x), y)  # bit for bit: an observing hook keeps the folded sum
+    with fused(block, False):
         y_ref = block(x)
     assert (y_ref - y).abs().max().item() <= 1e-6
     handle.remove()
@@ -197,14 +197,122 @@ def test_hooked_path_sees_its_input_and_output_and_the_block_output_is_unchanged
     assert seen[0] == pytest.approx(seen[1], rel=1e-6)  # fused and reference see the same A(z)
 
 
-def test_fused_switch_restores_itself():
-    assert fused_enabled()
-    with fused(False):
-        assert not fused_enabled()
-        with fused(True):
-            assert fused_enabled()
-        assert not fused_enabled()
-    assert fused_enabled()
+def _zero_output(module, args, out):
+    return torch.zeros_like(out)
+
+
+@pytest.mark.parametrize("where", ["res_attn.attn", "res_attn.attn.spatial.conv", "res_attn",
+                                   "skip_attn.attn.conv"])
+def test_a_hook_inside_a_path_is_called_and_its_output_used_in_both_forms(where):
+    """A forward hook zeroing ``layer3[1].res_attn.attn`` (or a module inside a path) changes
+    the output, identically in the fused and the reference form, and is called in both."""
+    from resattn import create_model
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet20", in_chans=1, pattern="dual", res_gamma_init=0.5,
+                         skip_gamma_init=0.1).eval()
+    x = torch.randn(2, 1, 16, 16)
+    y0 = model(x)
+    target = model.layer3[1].get_submodule(where)
+    calls = []
+    handle = target.register_forward_hook(lambda m, a, o: calls.append(1) or _zero_output(m, a, o))
+    y_fused = model(x)
+    with fused(model, False):
+        y_ref = model(x)
+    handle.remove()
+    assert len(calls) == 2
+    assert (y_fused - y0).abs().max().item() > 1e-3  # the hook changed the output
+    assert _close(y_fused, y_ref)  # 1e-6 of the logits' scale (a whole network)
+    assert torch.equal(model(x), y0)
+
+
+def test_backward_hooks_on_a_path_are_called():
+    block = BasicBlock(16, 16, 1, _config("dual", "se", "near_identity"))
+    calls = []
+    block.res_attn.register_full_backward_hook(lambda m, gi, go: calls.append("path"))
+    block.skip_attn.attn.fc2.register_full_backward_hook(lambda m, gi, go: calls.append("fc2"))
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    block(x).sum().backward()
+    assert sorted(calls) == ["fc2", "path"]
+
+
+def test_a_pre_hook_inside_a_path_is_called():
+    block = BasicBlock(16, 16, 1, _config("branch", "se", "near_identity"))
+    calls = []
+    block.attn.attn.fc1.register_forward_pre_hook(lambda m, a: calls.append(1))
+    block(torch.randn(2, 16, 4, 4))
+    assert calls == [1]
+
+
+def test_the_switch_belongs_to_each_model():
+    from resattn import create_model
+    from resattn.modulation import set_fused
+    a = create_model("cifar_resnet20", pattern="dual")
+    b = create_model("cifar_resnet20", pattern="dual", fused=False)
+    assert all(m.fused for m in a.modules() if hasattr(m, "set_fused"))
+    assert not any(m.fused for m in b.modules() if hasattr(m, "set_fused"))
+    a.set_fused(False)
+    assert not a.layer3[1].fused and not a.layer3[1].res_attn.fused
+    assert not b.layer1[0].fused
+    set_fused(a.layer3[1], True)  # one block and its paths
+    assert a.layer3[1].fused and a.layer3[1].res_attn.fused and not a.layer3[0].fused
+    a.set_fused(True)
+    with fused(a, False):
+        assert not any(m.fused for m in a.modules() if hasattr(m, "set_fused"))
+        assert not b.layer3[1].fused and create_model("cifar_resnet20").layer1[0].fused
+    assert all(m.fused for m in a.modules() if hasattr(m, "set_fused"))
+    assert "fused" not in "".join(a.state_dict())  # a setting, not state
+    assert fused_enabled()  # nothing tracing
+
+
+@pytest.mark.parametrize("call", ["fused", "set_fused"])
+def test_the_process_wide_switch_names_its_replacement(call):
+    import resattn.modulation as mod
+    with pytest.raises(TypeError, match=r"model.set_fused\(False\)"):
+        if call == "fused":
+            with mod.fused(False):
+                pass
+        else:
+            mod.set_fused(False)
+
+
+@pytest.mark.parametrize("pattern,attn", [("dual", None), ("branch", "se"), ("post", "se"),
+                                          ("dual", "se"), ("pre", "eca")])
+def test_fused_and_reference_under_bf16_autocast(pattern, attn):
+    """Under bf16 autocast both forms give the same output dtype and each stays within bf16
+    rounding of the float64 reference (the two may round differently from each other)."""
+    cfg = (AttentionConfig(pattern="dual", res_gamma_init=0.5, skip_gamma_init=0.2) if attn is None
+           else _config(pattern, attn, "near_identity", gamma=0.5))
+    block = BasicBlock(16, 16, 1, cfg).eval()
+    x = torch.randn(4, 16, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_fused = block(x)
+        with fused(block, False):
+            y_ref = block(x)
+    y64 = copy.deepcopy(block).double()(x.double())
+    assert y_fused.dtype == y_ref.dtype
+    scale = y64.abs().max().item()
+    err_fused = (y_fused.double() - y64).abs().max().item()
+    err_ref = (y_ref.double() - y64).abs().max().item()
+    # bf16 keeps 8 significant bits (relative rounding 2^-8 = 0.0039): the convolutions' inputs
+    # and outputs are rounded several times in a block; 4 roundings of the largest value
+    bar = 4 * 2.0 ** -8 * scale
+    assert err_fused <= bar and err_ref <= bar, (err_fused, err_ref, bar)
+    # and the fused form is no farther from float64 than the reference form, give or take one
+    # rounding
+    assert err_fused <= err_ref + 2.0 ** -8 * scale
+
+
+@pytest.mark.parametrize("pattern,attn", [("dual", "cbam"), ("branch", "se"), ("dual", "eca")])
+def test_fused_identity_at_gamma_zero_is_exact_under_bf16(pattern, attn):
+    plain = BasicBlock(16, 16, 1, AttentionConfig(pattern="none")).eval()
+    cfg = replace(_config(pattern, attn, "near_identity", gamma=0.0), skip_gamma_init=0.0)
+    gated = BasicBlock(16, 16, 1, cfg).eval()
+    gated.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(2, 16, 7, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_plain, y_gated = plain(x), gated(x)
+    assert y_plain.dtype == y_gated.dtype
+    assert torch.equal(y_plain, y_gated)
 
 
 def _compiles_without_graph_breaks(block, x):
@@ -246,6 +354,31 @@ def test_active_drop_path_uses_the_unfolded_sum_and_matches_reference():
     torch.manual_seed(3)
     y = block(x)
     torch.manual_seed(3)
-    with fused(False):
+    with fused(block, False):
         y_ref = block(x)
     assert (y - y_ref).abs().max().item() <= 1e-6
+
+
+def test_low_precision_pooling_matches_mean_and_amax():
+    """bf16 maps take their maxima from adaptive pooling and an fp32 channel max (amax is a slow
+    path there) and their means from sums: the same values up to rounding; the same gradients,
+    ties over channels shared as amax shares them."""
+    from resattn.masks import _MaxOverChannels, max_c, max_hw, mean_c, mean_hw
+    z = torch.randn(4, 16, 6, 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    z[:, 3] = z[:, 7]  # ties over channels
+    for fn, ref in ((max_c, lambda t: t.amax(1, keepdim=True)),
+                    (max_hw, lambda t: t.amax((2, 3), keepdim=True)),
+                    (mean_hw, lambda t: t.mean((2, 3), keepdim=True)),
+                    (mean_c, lambda t: t.mean(1, keepdim=True))):
+        a, b = z.clone().requires_grad_(), z.clone().requires_grad_()
+        ya, yb = fn(a), ref(b)
+        assert ya.dtype == yb.dtype == torch.bfloat16
+        # maxima exact; a mean is a bf16 sum scaled: two roundings where mean has one
+        rtol = 0 if fn in (max_c, max_hw) else 2 ** -7
+        assert torch.allclose(ya.float(), yb.float(), rtol=rtol, atol=0), fn.__name__
+        g = torch.randn(ya.shape).to(torch.bfloat16)
+        ga, = torch.autograd.grad(ya, a, g)
+        gb, = torch.autograd.grad(yb, b, g)
+        assert torch.allclose(ga.float(), gb.float(), rtol=2 ** -7, atol=1e-6), fn.__name__
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_MaxOverChannels.apply, (x,))

@@ -14,7 +14,10 @@ slower or busier during the run moves every row alike. Reported per row:
 Rows: each variant of ours (fused, the default; with ``--reference`` also the unfused form of
 :func:`resattn.modulation.fused`), the timm peers of ImageNet ResNets (``seresnetNN``; ``resnetNN``
 with ``block_args=dict(attn_layer='eca'|'cbam')``), and with ``--compile`` the same rows under
-``torch.compile`` (ratios against compiled plain). Results go to a CSV and a PNG.
+``torch.compile`` (ratios against compiled plain). With several precisions (``dtype=('fp32',
+'bf16')``: bf16 is autocast) every row is measured in each, all interleaved in one run, and each
+row's ratios are to plain in the same precision and compile state. Results go to a CSV and a PNG.
+On CUDA (``device='cuda'``) each timing ends with ``torch.cuda.synchronize()``.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -33,6 +36,8 @@ import torch.nn.functional as F
 
 from .models import create_model
 from .modulation import fused
+from .precision import autocast as precision_autocast
+from .precision import resolve_precision
 
 __all__ = ["DEFAULT_VARIANTS", "BenchRow", "parse_variant", "saved_bytes", "run_bench",
            "format_table"]
@@ -42,7 +47,7 @@ __all__ = ["DEFAULT_VARIANTS", "BenchRow", "parse_variant", "saved_bytes", "run_
 DEFAULT_VARIANTS: tuple[str, ...] = ("none", "branch:se", "post:se", "pre:se", "dual:eca/cbam",
                                      "dual-gate:eca/cbam", "dual:se/se", "dual:eca/eca")
 _PATTERNS = ("none", "branch", "post", "pre", "dual", "dual-gate")
-DTYPES = ("fp32", "bf16")
+DTYPES = ("fp32", "bf16", "auto")
 
 
 def parse_variant(spec: str) -> dict[str, Any]:
@@ -81,6 +86,7 @@ class BenchRow:
     saved_bytes: Optional[int] = None
     train_s: list[float] = field(default_factory=list)
     eval_s: list[float] = field(default_factory=list)
+    precision: str = "fp32"  # resolved: 'fp32' or 'bf16' (autocast)
 
 
 def saved_bytes(model: nn.Module, x: torch.Tensor, autocast: Any = nullcontext) -> int:
@@ -102,13 +108,13 @@ def saved_bytes(model: nn.Module, x: torch.Tensor, autocast: Any = nullcontext) 
     return sum(seen.values())
 
 
-def _mflops(model: nn.Module, shape: Sequence[int]) -> float:
+def _mflops(model: nn.Module, shape: Sequence[int], device: Any = "cpu") -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     model.eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(torch.zeros(1, *shape))
+        model(torch.zeros(1, *shape, device=device))
     return counter.get_total_flops() / 1e6
 
 
@@ -127,9 +133,10 @@ def _timm_peers(model_name: str) -> list[tuple[str, str, dict[str, Any]]]:
 
 def run_bench(model_name: str = "cifar_resnet20", variants: Sequence[str] = DEFAULT_VARIANTS, *,
               batch_size: int = 128, input_shape: tuple[int, int, int] = (1, 28, 28),
-              steps: int = 3, rounds: int = 5, dtype: str = "fp32", channels_last: bool = True,
-              compile: bool = False, reference: bool = True, peers: bool = True,
-              num_classes: int = 10, progress: bool = True) -> list[BenchRow]:
+              steps: int = 3, rounds: int = 5, dtype: Union[str, Sequence[str]] = "fp32",
+              channels_last: bool = True, compile: bool = False, reference: bool = True,
+              peers: bool = True, num_classes: int = 10, device: str = "cpu",
+              progress: bool = True) -> list[BenchRow]:
     """Measure every row (see the module docstring) and return them, plain first.
 
     Args:
@@ -137,17 +144,24 @@ def run_bench(model_name: str = "cifar_resnet20", variants: Sequence[str] = DEFA
         variants: specs for :func:`parse_variant`; ``'none'`` is added first when missing.
         batch_size, input_shape: the batch (N, C, H, W) = (batch_size, *input_shape).
         steps: training steps (and eval forwards) per row and round; rounds: interleaved rounds.
-        dtype: ``'fp32'`` or ``'bf16'`` (autocast).
+        dtype: ``'fp32'``, ``'bf16'`` (autocast) or ``'auto'`` (see :mod:`resattn.precision`),
+            or a sequence of them: every row in each (resolved; repeats dropped).
         channels_last: model and batch in channels_last memory format.
         compile: add the rows again under ``torch.compile`` (compiled once, before timing).
-        reference: add the unfused form of each gated variant (``fused(False)``).
+        reference: add the unfused form of each gated variant (``fused(model, False)``).
         peers: add timm's peers for ImageNet ResNets.
+        device: ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
 
     Raises:
         ValueError: a bad variant, dtype, or non-positive sizes.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
+    dtypes = [dtype] if isinstance(dtype, str) else list(dtype)
+    bad = [d for d in dtypes if d not in DTYPES]
+    if bad or not dtypes:
+        raise ValueError(f"dtype={dtype!r} is not allowed; allowed: {', '.join(DTYPES)} "
+                         "(or a list of them)")
+    dev = torch.device(device)
+    precisions = list(dict.fromkeys(resolve_precision(d, dev) for d in dtypes))
     for k, v in (("batch_size", batch_size), ("steps", steps), ("rounds", rounds)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{k}={v!r} must be an integer >= 1")
@@ -155,12 +169,10 @@ def run_bench(model_name: str = "cifar_resnet20", variants: Sequence[str] = DEFA
     if "none" not in variants:
         variants.insert(0, "none")
     specs = [(v, parse_variant(v)) for v in variants]
-    autocast = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bf16"
-                else nullcontext)
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(batch_size, *input_shape).contiguous(memory_format=fmt)
-    y = torch.randint(0, num_classes, (batch_size,))
+    x = torch.randn(batch_size, *input_shape).to(dev).contiguous(memory_format=fmt)
+    y = torch.randint(0, num_classes, (batch_size,)).to(dev)
 
     built: list[tuple[str, str, str, nn.Module]] = []
     for v, kw in specs:
@@ -177,22 +189,27 @@ def run_bench(model_name: str = "cifar_resnet20", variants: Sequence[str] = DEFA
 
     rows: list[BenchRow] = []
     jobs: list[tuple[BenchRow, Callable[[], None], Callable[[], None]]] = []
-    for compiled in ([False, True] if compile else [False]):
-        for name, source, mode, m in built:
-            if compiled and mode == "reference":
-                continue  # inductor fuses both forms alike; the unfused form is an eager matter
-            m = m.to(memory_format=fmt)
-            mode_ctx = (lambda: fused(False)) if mode == "reference" else nullcontext
-            with mode_ctx():
-                row = BenchRow(name, source, mode, compiled,
-                               sum(p.numel() for p in m.parameters()), _mflops(m, input_shape))
-                if not compiled:
-                    row.saved_bytes = saved_bytes(m, x, autocast)
-            run = torch.compile(m) if compiled else m
-            opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
-            train, evaluate = _step_fns(run, m, opt, x, y, autocast, mode_ctx)
-            rows.append(row)
-            jobs.append((row, train, evaluate))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for precision in precisions:
+        autocast = lambda p=precision: precision_autocast(p, dev)  # noqa: E731
+        for compiled in ([False, True] if compile else [False]):
+            for name, source, mode, m in built:
+                if compiled and mode == "reference":
+                    continue  # inductor fuses both forms alike; the unfused form is an eager matter
+                m = m.to(dev, memory_format=fmt)
+                mode_ctx = ((lambda m=m: fused(m, False)) if mode == "reference"
+                            else nullcontext)
+                with mode_ctx():
+                    row = BenchRow(name, source, mode, compiled,
+                                   sum(p.numel() for p in m.parameters()),
+                                   _mflops(m, input_shape, dev), precision=precision)
+                    if not compiled:
+                        row.saved_bytes = saved_bytes(m, x, autocast)
+                run = torch.compile(m) if compiled else m
+                opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+                train, evaluate = _step_fns(run, m, opt, x, y, autocast, mode_ctx, sync)
+                rows.append(row)
+                jobs.append((row, train, evaluate))
 
     bar = _progress(len(jobs) * (rounds + 1), progress, f"bench {model_name}")
     for row, train, evaluate in jobs:  # warm-up (and compilation)
@@ -210,7 +227,8 @@ def run_bench(model_name: str = "cifar_resnet20", variants: Sequence[str] = DEFA
 
 
 def _step_fns(run: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
-              y: torch.Tensor, autocast: Any, mode_ctx: Any) -> tuple[Callable, Callable]:
+              y: torch.Tensor, autocast: Any, mode_ctx: Any, sync: Callable[[], None]
+              ) -> tuple[Callable, Callable]:
     def train() -> None:
         model.train()
         with mode_ctx():
@@ -219,11 +237,13 @@ def _step_fns(run: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, x: t
             opt.zero_grad(set_to_none=True)
             loss.backward()
         opt.step()
+        sync()
 
     def evaluate() -> None:
         model.eval()
         with mode_ctx(), torch.no_grad(), autocast():
             run(x)
+        sync()
     return train, evaluate
 
 
@@ -242,12 +262,14 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
 def _summary(rows: Sequence[BenchRow]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
-        base = next(b for b in rows if b.name == "none" and b.compiled == r.compiled)
-        eager_base = next(b for b in rows if b.name == "none" and not b.compiled)
+        base = next(b for b in rows if b.name == "none" and b.compiled == r.compiled
+                    and b.precision == r.precision)
+        eager_base = next(b for b in rows if b.name == "none" and not b.compiled
+                          and b.precision == r.precision)
         t, e = statistics.median(r.train_s), statistics.median(r.eval_s)
         tb, eb = statistics.median(base.train_s), statistics.median(base.eval_s)
         out.append({
-            "name": r.name, "source": r.source, "mode": r.mode,
+            "name": r.name, "source": r.source, "mode": r.mode, "precision": r.precision,
             "compiled": r.compiled, "params": r.params, "mflops": round(r.mflops, 2),
             "flop_ratio": round(r.mflops / base.mflops, 4),
             "saved_mb": None if r.saved_bytes is None else round(r.saved_bytes / 2**20, 2),
@@ -260,16 +282,18 @@ def _summary(rows: Sequence[BenchRow]) -> list[dict[str, Any]]:
 
 
 def format_table(rows: Sequence[BenchRow], header: str = "") -> str:
-    """A Markdown table of :func:`run_bench` rows (ratios to plain of the same compile state)."""
+    """A Markdown table of :func:`run_bench` rows (ratios to plain of the same precision and
+    compile state)."""
     lines = [header] if header else []
-    lines += ["| model | mode | compiled | params | FLOP ratio | saved MB | saved ratio | "
-              "train ms | train ratio | eval ms | eval ratio |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| model | mode | precision | compiled | params | FLOP ratio | saved MB | "
+              "saved ratio | train ms | train ratio | eval ms | eval ratio |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in _summary(rows):
         saved = "-" if s["saved_mb"] is None else f"{s['saved_mb']:.1f}"
         sratio = "-" if s["saved_ratio"] is None else f"{s['saved_ratio']:.2f}"
         lines.append(
-            f"| {s['name']} | {s['mode']} | {'yes' if s['compiled'] else 'no'} | {s['params']:,} | "
+            f"| {s['name']} | {s['mode']} | {s['precision']} | {'yes' if s['compiled'] else 'no'} | "
+            f"{s['params']:,} | "
             f"{s['flop_ratio']:.3f} | {saved} | {sratio} | {s['train_ms']:.1f} | "
             f"{s['train_ratio']:.2f} | {s['eval_ms']:.1f} | {s['eval_ratio']:.2f} |")
     return "\n".join(lines)
@@ -293,7 +317,9 @@ def plot(rows: Sequence[BenchRow], path: str | Path, title: str = "") -> Path:
 
     summary = _summary(rows)
     labels = [f"{s['name']}" + (f" [{s['mode']}]" if s["mode"] == "reference" else "")
-              + (" (compiled)" if s["compiled"] else "") for s in summary]
+              + (" (compiled)" if s["compiled"] else "")
+              + (f" {s['precision']}" if len({t["precision"] for t in summary}) > 1 else "")
+              for s in summary]
     n = len(summary)
     fig = Figure(figsize=(8, 0.45 * n + 2.0))
     ax = fig.subplots()
@@ -307,7 +333,7 @@ def plot(rows: Sequence[BenchRow], path: str | Path, title: str = "") -> Path:
     ax.invert_yaxis()
     lowest = min(min(s["train_ratio"], s["eval_ratio"]) for s in summary)
     ax.set_xlim(left=min(0.8, lowest - 0.05))
-    ax.set_xlabel("time / plain (same compile state)")
+    ax.set_xlabel("time / plain (same precision and compile state)")
     ax.set_title(textwrap.fill(title, 90), fontsize=8)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.6 / (0.45 * n + 1.5)),
               ncol=3, frameon=False)

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from timm.layers import GroupNorm, LayerNorm2d, create_act_layer
 
 from .attention import AttnSpec, validate_attn
-from .modulation import Modulation, add_terms, eager_only, fused_enabled, validate_modulation
+from .modulation import (FusedSwitch, Modulation, add_terms, eager_only, fused_enabled,
+                         validate_modulation)
 
 __all__ = [
     "PATTERNS", "NORM_LAYERS", "SHORTCUTS", "AttentionConfig", "resolve_pattern",
@@ -247,7 +248,7 @@ def attention_paths(config: AttentionConfig, in_planes: int, out_planes: int
     return paths
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(FusedSwitch, nn.Module):
     """Base class: skip path, attention placement and output activation; subclasses define F.
 
     Args:
@@ -266,6 +267,8 @@ class ResidualBlock(nn.Module):
     Attributes:
         attn: modulation on the one gated path of patterns 1-3 (identity otherwise).
         skip_attn, res_attn: modulations of the two paths of ``dual`` (identity otherwise).
+        fused: fold the block's sum into its gated paths (:meth:`combine_fused`); True at
+            construction, changed with :meth:`set_fused` (which sets its paths too).
     """
 
     expansion: int = 1
@@ -315,6 +318,7 @@ class ResidualBlock(nn.Module):
         """Set the pattern and the three paths ``attn``, ``skip_attn``, ``res_attn``."""
         self.config = config
         self.pattern = config.pattern
+        self.fused = all(paths[name].fused for name in ("attn", "skip_attn", "res_attn"))
         for name in ("attn", "skip_attn", "res_attn"):
             setattr(self, name, paths[name])
 
@@ -338,8 +342,9 @@ class ResidualBlock(nn.Module):
 
     @eager_only
     def fusable(self) -> bool:
-        """True when :meth:`combine_fused` applies (see :func:`resattn.modulation.fused`)."""
-        return fused_enabled()
+        """True when :meth:`combine_fused` applies: ``fused`` on (captured at construction,
+        :meth:`set_fused`) and nothing tracing (:func:`resattn.modulation.fused_enabled`)."""
+        return self.fused and fused_enabled()
 
     def combine(self, x: torch.Tensor) -> torch.Tensor:
         """The block before its activation, one line per pattern (the reference form)."""

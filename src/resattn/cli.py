@@ -41,6 +41,17 @@ def _chw(s: str) -> list[int]:
     return v
 
 
+def _precision(s: str) -> str:
+    from .precision import PRECISIONS
+    if s not in PRECISIONS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(PRECISIONS)}, got {s!r}")
+    return s
+
+
+def _precisions(s: str) -> list[str]:
+    return [_precision(v.strip()) for v in s.split(",") if v.strip()]
+
+
 def _stages(s: str) -> Optional[list[int]]:
     return None if s in ("", "default") else _csv(int)(s)
 
@@ -85,6 +96,9 @@ def _attention_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 _TRAIN_FLAGS = {  # flag -> (TrainConfig field, type, help)
+    "--precision": ("precision", _precision,
+                    "auto | fp32 | bf16 (autocast); auto: bf16 on CUDA and on CPUs with native "
+                    "bf16 units (amx_bf16/avx512_bf16), else fp32 (default: fp32)"),
     "--optimizer": ("optimizer", str, "sgd | adamw"),
     "--momentum": ("momentum", float, "SGD momentum (Nesterov)"),
     "--weight-decay": ("weight_decay", float, "weight decay on conv/linear weights"),
@@ -106,7 +120,7 @@ _TRAIN_FLAGS = {  # flag -> (TrainConfig field, type, help)
     "--init-from": ("init_from", str, "start from these weights (checkpoint path or resnet name)"),
 }
 _TRAIN_SWITCHES = {  # flag -> (field, value, help)
-    "--bf16": ("bf16", True, "bfloat16 autocast"),
+    "--bf16": ("precision", "bf16", "same as --precision bf16"),
     "--deterministic": ("deterministic", True, "deterministic algorithms"),
     "--no-augment": ("augment", False, "no random crop / flip"),
     "--no-monitor": ("monitor", False, "no gate diagnostics"),
@@ -291,7 +305,10 @@ def compare_config(args: argparse.Namespace):
         if k in ("model", "model_kwargs", "dataset", "lr", "seed", "epochs", "batch_size"):
             raise ValueError(f"train_options may not set {k!r}; it is a compare option")
         train_opts[k] = v
-    train_opts.update(_training_kwargs(args))
+    cli_train = _training_kwargs(args)
+    if "precision" in cli_train:  # the command line's word over a YAML bf16
+        train_opts.pop("bf16", None)
+    train_opts.update(cli_train)
     if "test_subset" in train_opts:
         opts["test_subset"] = train_opts.pop("test_subset")
     return CompareConfig(**opts, train_options=train_opts)
@@ -362,7 +379,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     cache = args.cache or (str(Path(args.out) / "cache") if len(studies) > 1 else None)
     extra = {k: v for k, v in dict(device=args.device, tensorboard=args.tensorboard or None,
                                    compile=args.compile or None, data_dir=args.data_dir,
-                                   num_workers=args.num_workers).items() if v is not None}
+                                   num_workers=args.num_workers,
+                                   precision=args.precision).items() if v is not None}
     command = _command_line(args)
     if args.report_only:
         from .executors import ReportOnlyExecutor
@@ -454,14 +472,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from .report import device_label
     rows = run_bench(args.model, args.variants or DEFAULT_VARIANTS, batch_size=args.batch_size,
                      input_shape=tuple(args.input), steps=args.steps, rounds=args.rounds,
                      dtype=args.dtype, channels_last=not args.no_channels_last,
                      compile=args.compile, reference=not args.no_reference,
-                     peers=not args.no_peers, progress=not args.no_progress)
+                     peers=not args.no_peers, device=args.device, progress=not args.no_progress)
+    precisions = ", ".join(dict.fromkeys(r.precision for r in rows))
     header = (f"{args.model}, batch {args.batch_size}, input {'x'.join(map(str, args.input))}, "
-              f"{args.dtype}, {'NCHW' if args.no_channels_last else 'channels_last'}, "
-              f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds x "
+              f"{precisions}, {'NCHW' if args.no_channels_last else 'channels_last'}, "
+              f"{device_label(args.device)}, median of {args.rounds} interleaved rounds x "
               f"{args.steps} steps")
     print(format_table(rows, header))
     out = Path(args.out)
@@ -594,6 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the run cache (resattn.cache; default: beside the output folder(s), "
                         "<parent>/cache or OUT/cache)")
     s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    s.add_argument("--precision", type=_precision, default=None,
+                   help="auto | fp32 | bf16 for every run (default: the study file's, else fp32)")
+    s.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                   help="same as --precision bf16")
     s.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (image folders)")
     s.add_argument("--data-dir", default=None,
                    help="where the data set lies (default: the data set's usual places; not part "
@@ -663,7 +687,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--input", type=_chw, default=[1, 28, 28], help="C,H,W (default 1,28,28)")
     b.add_argument("--steps", type=_positive_int, default=3, help="steps per row and round")
     b.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds (median)")
-    b.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast")
+    b.add_argument("--dtype", "--precision", dest="dtype", type=_precisions, default=["fp32"],
+                   help="comma list of fp32, bf16 (autocast), auto; with several, every row in "
+                        "each, interleaved in one run (default fp32)")
+    b.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     b.add_argument("--compile", action="store_true", help="add every row under torch.compile")
     b.add_argument("--no-reference", action="store_true",
                    help="leave out the unfused (reference) form of each variant")

@@ -333,6 +333,14 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[
     return rows
 
 
+def _saved_precision(result: dict[str, Any]) -> Optional[str]:
+    """The precision of a result.json written before ``precision`` was recorded (its config's
+    ``bf16``); None without a result."""
+    if not result.get("config"):
+        return None
+    return "bf16" if result["config"].get("bf16") else "fp32"
+
+
 def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     from .blocks import AttentionConfig, resolve_pattern
     from .report import attention_label
@@ -344,7 +352,8 @@ def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         "skip_attn": kw.get("skip_attn", defaults.skip_attn) if dual else None,
         "skip_modulation": kw.get("skip_modulation", defaults.skip_modulation) if dual else None,
         "model": spec.config.model, "dataset": spec.config.dataset, "epochs": spec.config.epochs,
-        "train_subset": spec.config.train_subset, "bf16": spec.config.bf16,
+        "train_subset": spec.config.train_subset,
+        "precision": result.get("precision") or _saved_precision(result),
         "machine": result.get("machine"), "device": result.get("device"),
         "params": result.get("params"), "mflops": result.get("mflops"),
         "train_time_s": result.get("train_time_s"), "images_per_s": result.get("images_per_s"),

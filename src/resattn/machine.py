@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["machine_description", "device_name", "versions"]
+__all__ = ["machine_description", "device_name", "device_label", "versions"]
 
 
 def machine_description() -> str:
@@ -24,6 +24,23 @@ def device_name(device: Optional[torch.device] = None) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def device_label(device: str = "cpu") -> str:
+    """The device in words: the GPU's name, or the CPU's model, its threads and whether it has
+    native bf16 units (:func:`resattn.precision.cpu_has_native_bf16`)."""
+    from .precision import cpu_has_native_bf16
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return (f"{name}, {torch.get_num_threads()} threads, native bf16: "
+            f"{'yes' if cpu_has_native_bf16() else 'no'}")
 
 
 def versions() -> str:

@@ -25,6 +25,15 @@ state_dicts and checkpoints are unchanged.
 
 With ``has_skip=True`` (coord family) timm returns z * m + z = z * (1 + m); the mask is then 1 + m.
 
+Pooling. Means are sums scaled on the small result (:func:`mean_hw`, :func:`mean_c`): the
+backward of ``mean`` writes grad / n over the whole map, a sum's is a broadcast view. Under
+bf16 (or fp16) autocast the maps are bf16, and PyTorch's CPU kernel for ``amax`` over H, W or
+over C is a slow path in bf16 (measured 25 to 90 times slower than in fp32 on a 128x32x14x14
+map); for those maps :func:`max_hw` uses the adaptive max-pooling kernel and :func:`max_c` an
+fp32 maximum that saves nothing new: the same values and gradients, except that the gradient
+of a maximum over H, W reached by several entries at once (a tie, likelier in bf16's 8 bits)
+goes to one of them instead of being shared. fp32 and fp64 maps keep ``amax``.
+
 No mask form: ``gca`` (GlobalContext with ``fuse_add``: it adds a context term, z + t(z), which no
 mask reproduces), user callables and any other module. Those keep the module's own forward
 (:func:`has_mask_form` is False) and :class:`~resattn.modulation.Modulation` applies them as before.
@@ -44,16 +53,63 @@ from timm.layers.gather_excite import GatherExcite
 from timm.layers.global_context import GlobalContext
 from timm.layers.squeeze_excite import EffectiveSEModule, SEModule
 
-__all__ = ["MaskForm", "has_mask_form", "mask_form"]
+__all__ = ["MaskForm", "has_mask_form", "mask_form", "mean_hw", "mean_c", "max_hw", "max_c"]
 
 #: (p, m) with A(z) == p * m; p is None when it is z itself.
 MaskForm = tuple[Optional[torch.Tensor], torch.Tensor]
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def mean_hw(x: torch.Tensor) -> torch.Tensor:
+    """Mean over H, W: (N, C, H, W) -> (N, C, 1, 1), as a sum scaled on the small result (the
+    backward of ``mean`` writes grad / (H W) over the full map; a sum's is a broadcast view)."""
+    return x.sum((2, 3), keepdim=True) * (1.0 / (x.shape[2] * x.shape[3]))
+
+
+def mean_c(x: torch.Tensor) -> torch.Tensor:
+    """Mean over C: (N, C, H, W) -> (N, 1, H, W), as :func:`mean_hw` does it."""
+    return x.sum(1, keepdim=True) * (1.0 / x.shape[1])
+
+
+def max_hw(x: torch.Tensor) -> torch.Tensor:
+    """Maximum over H, W: (N, C, H, W) -> (N, C, 1, 1) (autograd keeps the argmax, not x)."""
+    if x.dtype in _LOW_PRECISION:
+        return F.adaptive_max_pool2d(x, 1)
+    return x.amax((2, 3), keepdim=True)
+
+
+class _MaxOverChannels(torch.autograd.Function):
+    """amax over C of a low-precision x, computed in fp32 (the bf16 kernel is the slow one);
+    saves x (the path saves it anyway) and the small result. Backward as ``amax``'s: the
+    gradient is shared by the channels that reach the maximum."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        values = (x.float() if x.dtype in _LOW_PRECISION else x).amax(dim=1, keepdim=True)
+        ctx.save_for_backward(x, values)
+        return values.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x, values = ctx.saved_tensors
+        mask = (x == values).to(grad.dtype)
+        return mask * (grad / mask.sum(dim=1, keepdim=True))
+
+
+def max_c(x: torch.Tensor) -> torch.Tensor:
+    """Maximum over C: (N, C, H, W) -> (N, 1, H, W)."""
+    if x.dtype in _LOW_PRECISION and torch.is_grad_enabled() and x.requires_grad:
+        return _MaxOverChannels.apply(x)
+    if x.dtype in _LOW_PRECISION:
+        return x.float().amax(dim=1, keepdim=True).to(x.dtype)
+    return x.amax(dim=1, keepdim=True)
+
 
 def _se(mod: SEModule, x: torch.Tensor) -> MaskForm:
-    x_se = x.mean((2, 3), keepdim=True)
+    x_se = mean_hw(x)
     if mod.add_maxpool:
-        x_se = 0.5 * x_se + 0.5 * x.amax((2, 3), keepdim=True)
+        x_se = 0.5 * x_se + 0.5 * max_hw(x)
     x_se = mod.fc1(x_se)
     x_se = mod.act(mod.bn(x_se))
     x_se = mod.fc2(x_se)
@@ -61,14 +117,14 @@ def _se(mod: SEModule, x: torch.Tensor) -> MaskForm:
 
 
 def _ese(mod: EffectiveSEModule, x: torch.Tensor) -> MaskForm:
-    x_se = x.mean((2, 3), keepdim=True)
+    x_se = mean_hw(x)
     if mod.add_maxpool:
-        x_se = 0.5 * x_se + 0.5 * x.amax((2, 3), keepdim=True)
+        x_se = 0.5 * x_se + 0.5 * max_hw(x)
     return None, mod.gate(mod.fc(x_se))
 
 
 def _eca(mod: EcaModule, x: torch.Tensor) -> MaskForm:
-    y = x.mean((2, 3)).view(x.shape[0], 1, -1)
+    y = mean_hw(x).view(x.shape[0], 1, -1)
     y = mod.conv(y)
     if mod.conv2 is not None:
         y = mod.act(y)
@@ -77,7 +133,7 @@ def _eca(mod: EcaModule, x: torch.Tensor) -> MaskForm:
 
 
 def _ceca(mod: CecaModule, x: torch.Tensor) -> MaskForm:
-    y = x.mean((2, 3)).view(x.shape[0], 1, -1)
+    y = mean_hw(x).view(x.shape[0], 1, -1)
     y = F.pad(y, (mod.padding, mod.padding), mode="circular")
     y = mod.conv(y)
     return None, mod.gate(y).view(x.shape[0], -1, 1, 1)
@@ -88,9 +144,9 @@ def _ge(mod: GatherExcite, x: torch.Tensor) -> MaskForm:
     if mod.gather is not None:
         x_ge = mod.gather(x)
     elif mod.extent == 0:
-        x_ge = x.mean(dim=(2, 3), keepdim=True)
+        x_ge = mean_hw(x)
         if mod.add_maxpool:
-            x_ge = 0.5 * x_ge + 0.5 * x.amax((2, 3), keepdim=True)
+            x_ge = 0.5 * x_ge + 0.5 * max_hw(x)
     else:
         x_ge = F.avg_pool2d(x, kernel_size=mod.gk, stride=mod.gs, padding=mod.gk // 2,
                             count_include_pad=False)
@@ -110,19 +166,30 @@ def _gc(mod: GlobalContext, x: torch.Tensor) -> MaskForm:
         attn = F.softmax(attn, dim=-1).unsqueeze(3)
         context = (x.reshape(B, C, H * W).unsqueeze(1) @ attn).view(B, C, 1, 1)
     else:
-        context = x.mean(dim=(2, 3), keepdim=True)
+        context = mean_hw(x)
     return None, mod.gate(mod.mlp_scale(context))
 
 
+def _channel_mask(ch: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CBAM's channel mask m_c (N, C, 1, 1), as timm's ChannelAttn / LightChannelAttn compute it
+    before ``x * m_c``; ChannelAttn's shared MLP runs once on the two pooled vectors stacked."""
+    if isinstance(ch, LightChannelAttn):
+        pooled = 0.5 * mean_hw(x) + 0.5 * max_hw(x)
+        return torch.sigmoid(ch.fc2(ch.act(ch.fc1(pooled))))
+    n = x.shape[0]
+    both = ch.fc2(ch.act(ch.fc1(torch.cat([mean_hw(x), max_hw(x)], dim=0))))
+    return ch.gate(both[:n] + both[n:])
+
+
 def _cbam(mod: nn.Module, x: torch.Tensor) -> MaskForm:
-    # two stages: timm's channel module gives p = z * m_c (one full pass; the spatial mask is
-    # read from it), the spatial mask m_s = gate(conv(pool_c(p))) is (N, 1, H, W)
-    p = mod.channel(x)
+    # two stages: the channel stage gives p = z * m_c (one full pass; the spatial mask is read
+    # from it), the spatial mask m_s = gate(conv(pool_c(p))) is (N, 1, H, W)
+    p = x * _channel_mask(mod.channel, x)
     sp = mod.spatial
     if isinstance(sp, LightSpatialAttn):
-        a = 0.5 * p.mean(dim=1, keepdim=True) + 0.5 * p.amax(dim=1, keepdim=True)
+        a = 0.5 * mean_c(p) + 0.5 * max_c(p)
     else:
-        a = torch.cat([p.mean(dim=1, keepdim=True), p.amax(dim=1, keepdim=True)], dim=1)
+        a = torch.cat([mean_c(p), max_c(p)], dim=1)
     return p, sp.gate(sp.conv(a))
 
 

@@ -28,8 +28,15 @@ and autograd saves z (p for CBAM) and the small mask only, not z * m nor gamma *
 :meth:`Modulation.terms` gives A(z) as a sum of such products so that a block can fold its skip
 into the same operation (:func:`add_terms`: skip + A(F(x)) is one ``addcmul``). Types without a
 mask form, user callables, TorchScript and tracing/ONNX export use the reference form
-``attn(z)`` / ``z + gamma * attn(z)``. ``fused(False)`` (a context manager) or :func:`set_fused`
-switches every path back to the reference form, for comparisons.
+``attn(z)`` / ``z + gamma * attn(z)``.
+
+The switch belongs to the model (timm's habit): every :class:`Modulation` and every residual
+block captures ``fused`` at construction (``create_model(..., fused=False)``), and
+``model.set_fused(False)`` (or :func:`set_fused` on any module, or ``with fused(model, False):``)
+turns its paths to the reference form, for comparisons; other models are untouched. A path also
+runs the reference form, so that every hook is called and its return value used, while a forward
+hook or pre-hook is registered on its :class:`Modulation` (the block then calls it), on its
+attention module or on any module inside that (the attention module's own ``forward`` runs).
 """
 from __future__ import annotations
 
@@ -44,13 +51,12 @@ import torch.nn as nn
 from .attention import AttnSpec, attn_name, create_attention
 from .masks import has_mask_form, mask_form
 
-__all__ = ["MODULATIONS", "GAMMA_SHAPES", "Modulation", "validate_modulation", "fused",
-           "set_fused", "fused_enabled", "add_terms", "scale_terms", "Terms"]
+__all__ = ["MODULATIONS", "GAMMA_SHAPES", "Modulation", "FusedSwitch", "validate_modulation",
+           "fused", "set_fused", "fused_enabled", "has_hooks", "add_terms", "scale_terms", "Terms"]
 
 #: A(z) as a sum of products: [(p, s), ...] means sum of p * s (s None: p itself).
 Terms = List[Tuple[torch.Tensor, Optional[torch.Tensor]]]
 
-_FUSED = True
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -63,29 +69,85 @@ def eager_only(fn: Any) -> Any:
     return torch.jit.unused(fn)
 
 
-def set_fused(enabled: bool) -> None:
-    """Use the fused (True, default) or the reference (False) form on every gated path."""
-    global _FUSED
-    _FUSED = bool(enabled)
+class FusedSwitch:
+    """Mixin of the modules that hold a fused/reference choice (:class:`Modulation`, residual
+    blocks, ResNet): ``fused`` is captured at construction; :meth:`set_fused` sets it on the
+    module and every such module inside it."""
+
+    fused = True  # no annotation: TorchScript reads class annotations
+
+    @torch.jit.ignore
+    def set_fused(self, enabled: bool = True) -> None:
+        """Fused (True) or reference (False) form on every gated path inside this module."""
+        set_fused(self, enabled)  # type: ignore[arg-type]
+
+
+def _switches(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, FusedSwitch)]
+
+
+def _moved_to_the_model(name: str, enabled: Any) -> TypeError:
+    return TypeError(
+        f"{name}({enabled!r}) switched every model in the process; the switch belongs to each "
+        f"model now: model.set_fused({enabled!r}), set_fused(model, {enabled!r}) or "
+        f"'with fused(model, {enabled!r}):'")
+
+
+def set_fused(module: nn.Module, enabled: bool = True) -> None:
+    """Use the fused (True) or the reference (False) form on every gated path inside
+    ``module`` (a model, a block, a path); other models are untouched.
+
+    Raises:
+        TypeError: ``module`` is not an ``nn.Module`` (the process-wide ``set_fused(False)`` of
+            earlier versions; the message names the replacement).
+    """
+    if not isinstance(module, nn.Module):
+        raise _moved_to_the_model("set_fused", module)
+    for m in _switches(module):
+        m.fused = bool(enabled)
 
 
 @contextlib.contextmanager
-def fused(enabled: bool = True) -> Iterator[None]:
-    """Context manager: ``with fused(False): model(x)`` runs the reference (unfused) form."""
-    before = _FUSED
-    set_fused(enabled)
+def fused(module: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Context manager: ``with fused(model, False): model(x)`` runs ``model``'s reference
+    (unfused) form; each path's own setting comes back at the end.
+
+    Raises:
+        TypeError: ``module`` is not an ``nn.Module`` (the process-wide ``fused(False)`` of
+            earlier versions; the message names the replacement).
+    """
+    if not isinstance(module, nn.Module):
+        raise _moved_to_the_model("fused", module)
+    before = [(m, m.fused) for m in _switches(module)]
+    set_fused(module, enabled)
     try:
-        yield
+        yield module
     finally:
-        set_fused(before)
+        for m, value in before:
+            m.fused = value
 
 
 @eager_only
 def fused_enabled() -> bool:
-    """True when fused paths are on and nothing needs the reference form (TorchScript tracing,
-    torch.fx symbolic tracing, ONNX export): the fused form branches on the mask's type."""
-    return (_FUSED and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+    """True when nothing needs the reference form (TorchScript tracing, torch.fx symbolic
+    tracing, ONNX export): the fused form branches on the mask's type. Each module's own
+    ``fused`` setting is checked besides."""
+    return (not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
             and not fx_tracing())
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOK_DICTS = ("_global_forward_hooks", "_global_forward_pre_hooks",
+                      "_global_backward_hooks", "_global_backward_pre_hooks")
+
+
+@eager_only
+def has_hooks(module: nn.Module, *, own: bool = True) -> bool:
+    """True when ``module(x)`` would call a hook: forward, forward-pre or backward, the
+    module's own (``own``) or global ones (``torch.nn.modules.module.register_module_*``)."""
+    from torch.nn.modules import module as _m
+    return ((own and any(getattr(module, d, None) for d in _HOOK_DICTS))
+            or any(getattr(_m, d, None) for d in _GLOBAL_HOOK_DICTS))
 
 
 @eager_only
@@ -177,7 +239,7 @@ def initial_theta(gamma_init: float, gamma_max: Optional[float]) -> float:
     return gamma_max * math.atanh(gamma_init / gamma_max)
 
 
-class Modulation(nn.Module):
+class Modulation(FusedSwitch, nn.Module):
     """One gated path: ``gate`` (A(z)) or ``near_identity`` (z + gamma * A(z)).
 
     Args:
@@ -190,6 +252,8 @@ class Modulation(nn.Module):
         gamma_shape: ``'scalar'`` (one gamma) or ``'channel'`` (shape (1, C, 1, 1)).
         attn_kwargs: keyword arguments for the attention module (``rd_ratio``, ``kernel_size``...).
         arg: argument name used in error messages (``attn``, ``skip_attn``, ``res_attn``).
+        fused: compute the path from the attention's mask form (see the module docstring);
+            False: the reference form. :meth:`set_fused` changes it later.
 
     Shape:
         input and output (N, C, H, W).
@@ -211,8 +275,9 @@ class Modulation(nn.Module):
     def __init__(self, attn: AttnSpec, channels: int, modulation: str = "gate", *,
                  gamma_init: float = 0.0, gamma_max: Optional[float] = None,
                  gamma_shape: str = "scalar", attn_kwargs: Optional[dict[str, Any]] = None,
-                 arg: str = "attn", prefix: str = "") -> None:
+                 arg: str = "attn", prefix: str = "", fused: bool = True) -> None:
         super().__init__()
+        self.fused = bool(fused)
         validate_modulation(modulation, gamma_init, gamma_max, gamma_shape, prefix=prefix)
         self.mode = modulation
         self.arg = arg
@@ -269,40 +334,56 @@ class Modulation(nn.Module):
 
     @eager_only
     def fusable(self) -> bool:
-        """True when this path runs fused now: fusion on, a mask form for its attention type."""
-        return fused_enabled() and has_mask_form(self.attn)
+        """True when this path runs fused now: ``fused`` on, nothing tracing, a mask form for its
+        attention type, and no hook on the attention module or inside it (those run the
+        module's own forward, so that every hook is called and its return value used)."""
+        return (self.fused and fused_enabled() and has_mask_form(self.attn)
+                and not any(has_hooks(m) for m in self.attn.modules()))
 
     @eager_only
     def terms(self, z: torch.Tensor) -> Terms:
         """A(z) as :data:`Terms` (a sum of products, see :func:`add_terms`).
 
-        The identity path is [(z, None)]; a path without a fused form is [(A(z), None)]. Forward
-        hooks on this module (the gate monitor's) still see (z, A(z)): A(z) is then computed
-        for them under ``no_grad`` (one extra pass); they observe, their return value is not
-        used, and the block's output stays the same as without them.
+        The identity path is [(z, None)]; a path without a fused form is [(self(z), None)].
+        Forward hooks and pre-hooks on this module (the gate monitor's, on its recorded
+        forwards) are called as ``self(z)`` would call them, with (z,) and A(z); when none
+        returns a value the terms stay folded (the block's output is bit for bit the one
+        without hooks), else the returned value is the path's output. Backward hooks, hooks
+        taking keyword arguments and global hooks make it ``[(self(z), None)]``.
         """
         if self.attn is None:
             return [(z, None)]
-        if not self.fusable():
+        if not self.fusable() or self._needs_call():
             return [(self(z), None)]
-        self.check_input(z)
-        terms = self._mask_terms(z)
         if self._forward_hooks or self._forward_pre_hooks:
-            self._observe(z, terms)
-        return terms
+            return self._hooked_terms(z)
+        self.check_input(z)
+        return self._mask_terms(z)
 
     @eager_only
-    def _observe(self, z: torch.Tensor, terms: Terms) -> None:
-        for hook in self._forward_pre_hooks.values():
-            hook(self, (z,))
-        if self._forward_hooks:
-            with torch.no_grad():
-                out = add_terms(terms)
-            for key, hook in self._forward_hooks.items():
-                if key in self._forward_hooks_with_kwargs:
-                    hook(self, (z,), {}, out)
-                else:
-                    hook(self, (z,), out)
+    def _needs_call(self) -> bool:
+        """Hooks that only ``self(z)`` honours: backward, with keyword arguments, global."""
+        return bool(self._backward_hooks or self._backward_pre_hooks
+                    or self._forward_hooks_with_kwargs or self._forward_pre_hooks_with_kwargs
+                    or has_hooks(self, own=False))
+
+    @eager_only
+    def _hooked_terms(self, z: torch.Tensor) -> Terms:
+        for hook in list(self._forward_pre_hooks.values()):
+            result = hook(self, (z,))
+            if result is not None:
+                z = result[0] if isinstance(result, tuple) else result
+        self.check_input(z)
+        terms = self._mask_terms(z)
+        if not self._forward_hooks:
+            return terms
+        out = add_terms(terms)  # with autograd: a hook may return a value built from it
+        replaced = False
+        for hook in list(self._forward_hooks.values()):
+            result = hook(self, (z,), out)
+            if result is not None:
+                out, replaced = result, True
+        return [(out, None)] if replaced else terms
 
     @eager_only
     def _mask_terms(self, z: torch.Tensor) -> Terms:

@@ -24,12 +24,14 @@ from typing import Any, Optional
 
 import torch
 
+from .machine import device_label  # noqa: F401 (public here since issue 13)
+
 __all__ = ["write_report", "summarise", "format_table", "read_metrics", "write_csv", "accuracy_plot",
            "metric_plot", "paired_delta_plot", "METRIC_RANGE", "attention_label",
-           "machine_lines", "group_label"]
+           "machine_lines", "group_label", "device_label", "precision_text"]
 
 CSV_FIELDS = ["run_id", "variant", "cell", "pattern", "attn", "skip_attn", "skip_modulation", "seed", "lr",
-              "model", "dataset", "epochs", "train_subset", "params", "mflops", "train_time_s",
+              "model", "dataset", "epochs", "train_subset", "precision", "params", "mflops", "train_time_s",
               "images_per_s", "best_acc", "final_acc", "status", "diverged", "error", "defect", "log",
               "attention",
               "loss_spikes", "max_grad_norm", "final_train_loss", "steps_to_mark", "min_skip_gain",
@@ -521,13 +523,29 @@ def _stability(out: Path, rows: list[dict[str, Any]]) -> list[str]:
     return (["## Stability of the dual-path runs", ""] + lines + [""]) if lines else []
 
 
+def precision_text(rows: list[dict[str, Any]]) -> str:
+    """What precision the runs trained in (``precision`` of their result.json), for example
+    ``'bf16 (all 18 runs)'``; runs without a result are not counted."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r.get("precision"):
+            counts[r["precision"]] = counts.get(r["precision"], 0) + 1
+    if not counts:
+        return "unknown"
+    if len(counts) == 1:
+        (p, n), = counts.items()
+        return f"{p} (all {n} runs with a result)"
+    return ", ".join(f"{p}: {n} runs" for p, n in sorted(counts.items()))
+
+
 def machine_lines(command: str, wall_time_s: float, rows: list[dict[str, Any]]) -> list[str]:
-    """Markdown lines: the exact command, wall time, machine and versions."""
+    """Markdown lines: the exact command, wall time, precision, machine and versions."""
     from .machine import machine_description, versions
     return [
         "    " + command, "",
         f"- wall time of this invocation: {wall_time_s:.0f} s; training time of all runs: "
         f"{sum(r.get('train_time_s') or 0 for r in rows):.0f} s",
+        f"- precision: {precision_text(rows)}",
         f"- machine: {machine_description()}",
         f"- {versions()}",
         f"- written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",

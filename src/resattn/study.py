@@ -215,6 +215,8 @@ class Study:
                     opts.update(level)
                 model_kw, train_kw = _split_options(opts, f"variant {variant}")
                 train_kw.setdefault("dataset", self.dataset)
+                if "precision" in (extra or {}):  # the command line's word over a file's bf16
+                    train_kw.pop("bf16", None)
                 train_kw.update(extra or {})
                 try:
                     _check_model(train_kw.get("model", TrainConfig.model), model_kw)
@@ -531,7 +533,7 @@ def estimate_cpu_hours(specs: list[Any]) -> float:
         n = c.train_subset or _TRAIN_SIZES.get(c.dataset, 60_000)
         attn = 1.0 if c.model_kwargs.get("pattern", "none") == "none" else 1.5
         batch = max(1.0, (128 / c.batch_size) ** 0.5)
-        prec = 1.0 if c.bf16 else 1.5
+        prec = 1.0 if c.precision != "fp32" else 1.5
         total += BASE_RUN_S * n * c.epochs / BASE_IMAGES * depth * attn * batch * prec
     return total / 3600
 
@@ -872,7 +874,7 @@ def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[st
     if plots:
         md += ["## Plots", ""] + [f"![{k}]({p})" for k, p in plots.items()] + [""]
     (out / "report.md").write_text("\n".join(md))
-    precision = sorted({"bf16" if r.get("bf16") else "fp32" for r in rows}) if rows else []
+    precision = sorted({r.get("precision") or "-" for r in rows}) if rows else []
     doc = {
         "name": study.name, "claim": study.claim, "budget": budget, "budget_settings": b,
         "smoke": budget == "smoke",

@@ -51,6 +51,7 @@ from .data import DataBundle, load_dataset
 from .machine import device_name, machine_description
 from .models import create_model, is_model
 from .modulation import Modulation, gamma_names
+from .precision import DEFAULT_PRECISION, resolve_precision, validate_precision
 from .sinks import finite_or_null as _finite_or_null
 from .weights import CheckpointError, check_state_dict, read_checkpoint, save_checkpoint
 
@@ -64,6 +65,13 @@ class TrainConfig:
     """Everything that defines one run. ``model_kwargs`` go to :func:`resattn.create_model`
     (``pattern``, ``attn``, ``skip_modulation``, ...); ``num_classes``/``in_chans`` come from the
     data set unless given.
+
+    ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA and on CPUs with
+    native bf16 units, see :mod:`resattn.precision`); the run records the resolved value.
+    ``bf16`` is the older spelling (configs, checkpoints and study files written before
+    ``precision`` existed): ``bf16=True`` means ``precision='bf16'``, ``bf16=False``
+    ``precision='fp32'``; construction turns it into ``precision`` (``bf16`` is then None and
+    :meth:`to_dict` leaves it out).
 
     Raises (from :meth:`validate`):
         ValueError: a bad value, naming the field and the allowed values.
@@ -85,7 +93,8 @@ class TrainConfig:
     gamma_lr_scale: float = 1.0
     warmup_epochs: float = 0.3
     label_smoothing: float = 0.0
-    bf16: bool = False
+    precision: str = DEFAULT_PRECISION
+    bf16: Optional[bool] = None
     grad_clip: Optional[float] = None
     augment: bool = True
     label_noise: float = 0.0
@@ -102,6 +111,15 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 2
     tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bf16, bool):  # the older spelling
+            said = "bf16" if self.bf16 else "fp32"
+            if self.precision not in (DEFAULT_PRECISION, said):
+                raise ValueError(f"bf16={self.bf16} contradicts precision={self.precision!r}; "
+                                 "set precision alone (auto, fp32 or bf16)")
+            self.precision = said
+            self.bf16 = None
 
     def validate(self) -> "TrainConfig":
         if not is_model(self.model):
@@ -135,6 +153,7 @@ class TrainConfig:
                                  "pip install 'resattn[tensorboard]' (or pip install tensorboard)")
         if not (isinstance(self.label_noise, (int, float)) and 0.0 <= self.label_noise < 1.0):
             raise ValueError(f"label_noise={self.label_noise!r} must be a fraction in [0, 1)")
+        validate_precision(self.precision)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -147,14 +166,20 @@ class TrainConfig:
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r}: CUDA is not available on this machine; "
                              "use device='cpu' or 'auto'")
-        for name in ("bf16", "deterministic", "augment", "channels_last", "monitor", "download",
+        if self.bf16 is not None:
+            raise ValueError(f"bf16={self.bf16!r} must be true or false (or left out: precision)")
+        for name in ("deterministic", "augment", "channels_last", "monitor", "download",
                      "tensorboard", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every option but the ``bf16`` alias (``precision`` says it)."""
+        d = asdict(self)
+        if d.get("bf16") is None:
+            del d["bf16"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -172,10 +197,20 @@ RESUMABLE_CHANGES = frozenset({"log_every", "monitor", "monitor_every", "skip_ga
 
 
 def config_changes(saved: dict[str, Any], config: "TrainConfig") -> dict[str, tuple[Any, Any]]:
-    """Options of ``config`` that differ from a saved run's (``RESUMABLE_CHANGES`` aside)."""
-    now = _plain(config.to_dict())
+    """Options of ``config`` that differ from a saved run's (``RESUMABLE_CHANGES`` aside). A
+    saved config without ``precision`` (written before it existed) has ``bf16`` say it."""
+    saved, now = _with_precision(saved), _with_precision(_plain(config.to_dict()))
     return {k: (saved.get(k), v) for k, v in now.items()
             if k not in RESUMABLE_CHANGES and saved.get(k) != v}
+
+
+def _with_precision(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with ``precision`` (from ``bf16`` when missing) and without the ``bf16`` alias."""
+    d = dict(d)
+    if "precision" not in d:
+        d["precision"] = "bf16" if d.get("bf16") else "fp32"
+    d.pop("bf16", None)
+    return d
 
 
 @dataclass
@@ -192,6 +227,7 @@ class RunResult:
     images_per_s: float
     out_dir: str
     error: Optional[str] = None
+    precision: str = "fp32"  # what ran: fp32 or bf16 (``auto`` resolved on the run's device)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -258,16 +294,21 @@ def _lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
-    """Random crop with zero padding ``pad`` and horizontal flip, per image, on a batch tensor."""
-    n, _, h, w = x.shape
-    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)
-    flips = torch.rand(n, generator=gen) < 0.5
+    """Random crop with zero padding ``pad`` and horizontal flip, each image its own, on a batch
+    (N, C, H, W) on any device, in one gather. The draws come from ``gen`` (a CPU generator):
+    per image a shift (dy, dx) in [0, 2 pad] and a flip with probability 1/2, so the same
+    generator state gives the same batch wherever ``x`` lives."""
+    n, c, h, w = x.shape
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen).to(x.device)
+    flips = (torch.rand(n, generator=gen) < 0.5).to(x.device)
     padded = F.pad(x, (pad, pad, pad, pad))
-    out = torch.empty_like(x)
-    for i in range(n):
-        dy, dx = int(shifts[i, 0]), int(shifts[i, 1])
-        out[i] = padded[i, :, dy:dy + h, dx:dx + w]
-    return torch.where(flips.view(n, 1, 1, 1), out.flip(3), out)
+    ar_h = torch.arange(h, device=x.device)
+    ar_w = torch.arange(w, device=x.device)
+    rows = shifts[:, :1] + ar_h  # (N, H): padded row of each output row
+    cols = shifts[:, 1:] + torch.where(flips[:, None], w - 1 - ar_w, ar_w)  # (N, W), flipped
+    wp = w + 2 * pad
+    index = (rows[:, :, None] * wp + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.reshape(n, c, -1).gather(2, index).view(n, c, h, w)
 
 
 def _plain(value: Any) -> Any:
@@ -336,7 +377,7 @@ def _batches(bundle_split, sampler: Iterable[int], batch_size: int, in_memory: b
     ``skip_single``: drop a last batch of one image (BatchNorm cannot train on it)."""
     if in_memory:
         x, y = bundle_split.tensors
-        idx = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        idx = torch.tensor(list(iter(sampler)), dtype=torch.long).to(x.device)
         batches = ((x[j], y[j]) for j in (idx[i:i + batch_size] for i in range(0, len(idx), batch_size)))
     else:
         batches = iter(DataLoader(bundle_split, batch_size=batch_size, sampler=sampler,
@@ -359,8 +400,12 @@ def _tensors(split) -> Optional[TensorDataset]:
 @torch.no_grad()
 def evaluate(model: nn.Module, split, *, batch_size: int, device: torch.device, in_memory: bool,
              bf16: bool = False, channels_last: bool = False, ddp: Optional[_Dist] = None,
-             num_workers: int = 0) -> tuple[float, float]:
-    """Test loss (mean cross-entropy) and top-1 accuracy in % on ``split`` (sharded over ranks)."""
+             num_workers: int = 0, precision: Optional[str] = None) -> tuple[float, float]:
+    """Test loss (mean cross-entropy) and top-1 accuracy in % on ``split`` (sharded over ranks).
+    ``precision`` (``fp32``, ``bf16``, ``auto``; ``bf16=True`` is the older spelling of
+    ``'bf16'``) sets the autocast."""
+    from .precision import autocast
+    precision = precision or ("bf16" if bf16 else "fp32")
     model.eval()
     world, rank = (ddp.world, ddp.rank) if ddp else (1, 0)
     indices = range(rank, len(split), world)  # each rank takes rank::world, no padding
@@ -369,7 +414,7 @@ def evaluate(model: nn.Module, split, *, batch_size: int, device: torch.device, 
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(precision, device):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -537,6 +582,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     n_params: int = 0
     mflops: float = 0.0
+    precision: str = "fp32"  # resolved: fp32 or bf16
 
     @property
     def model(self) -> nn.Module:
@@ -594,6 +640,9 @@ def _prepare(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
     test_split = _tensors(bundle.test) if in_memory else bundle.test
     if config.label_noise > 0:
         train_split = _noisy(train_split, config, bundle.num_classes)
+    if in_memory and device.type != "cpu":  # batches are cut and augmented where they train
+        train_split, test_split = (TensorDataset(*(t.to(device) for t in split.tensors))
+                                   for split in (train_split, test_split))
 
     torch.manual_seed(config.seed)  # the initial weights: the only draws from the global RNG
     built = build_model(config, bundle)
@@ -631,6 +680,7 @@ def _prepare(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
                train_split=train_split, test_split=test_split, in_memory=in_memory,
                steps_per_epoch=steps_per_epoch,
                attn_params={id(p) for p in attention_parameters(model)}, sinks=sinks)
+    run.precision = resolve_precision(config.precision, device)
     run.n_params = sum(p.numel() for p in model.parameters())
     run.mflops = count_mflops(model, (bundle.in_chans, *bundle.image_size))
     _restore(run, resume, progress)
@@ -756,7 +806,7 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Optional[tuple[float, 
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if config.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.precision == "bf16"):
         logits = run.net(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
     if run.ddp.any(not torch.isfinite(loss).item(), device):
@@ -828,7 +878,7 @@ def _end_epoch(run: _Run, epoch: int, stats: _EpochStats) -> Optional[dict[str, 
     if run.monitor is not None:
         run.monitor.detach()  # gate statistics describe training forwards only
     test_loss, test_acc = evaluate(model, run.test_split, batch_size=2 * config.batch_size,
-                                   device=device, in_memory=run.in_memory, bf16=config.bf16,
+                                   device=device, in_memory=run.in_memory, precision=run.precision,
                                    channels_last=config.channels_last,
                                    ddp=ddp if ddp.enabled else None, num_workers=config.num_workers)
     bad_state = [k for k, v in model.state_dict().items()
@@ -890,7 +940,7 @@ def _end_gates(run: _Run) -> dict[str, dict[str, float]]:
     model.eval()
     try:
         with GateMonitor(model, every=1, threshold=config.skip_gain_threshold) as probe, \
-                torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.precision == "bf16"):
             model(x)
         return probe.summary(reset=True)
     finally:
@@ -918,7 +968,8 @@ def _finish(run: _Run, status: str) -> RunResult:
         status=status, epochs_done=len(history), best_acc=run.best_acc,
         final_acc=history[-1]["test_acc"] if history else 0.0, params=run.n_params,
         mflops=run.mflops, train_time_s=run.train_time,
-        images_per_s=run.seen_images / max(run.train_time, 1e-9), out_dir=str(run.out))
+        images_per_s=run.seen_images / max(run.train_time, 1e-9), out_dir=str(run.out),
+        precision=run.precision)
     if run.ddp.main and status != "interrupted":
         _atomic_write_text(run.out / "result.json", json.dumps(_finite_or_null(
             {**asdict(result), "config": _plain(run.config.to_dict()), "arch": run.built.arch,

@@ -80,6 +80,10 @@ class CheckpointError(ValueError):
         self.kind = kind
 
 
+#: torch.save's legacy (non-zip) format opens with this number pickled as a 10-byte LONG1.
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950a86a20f9469cfc6c).to_bytes(10, "little")
+
+
 def _sniff(path: Path) -> tuple[str, str]:
     """(kind, detail) of the file from its bytes, before torch reads it: ``'zip'``, ``'pickle'``
     or one of :attr:`CheckpointError.KINDS`."""
@@ -88,7 +92,7 @@ def _sniff(path: Path) -> tuple[str, str]:
     if size == 0:
         return "truncated", "the file is empty"
     with path.open("rb") as f:
-        head = f.read(4)
+        head = f.read(16)
     if head.startswith(b"PK\x03\x04"):  # torch.save's zip format (or torch.jit.save's)
         try:
             with zipfile.ZipFile(path) as z:
@@ -99,7 +103,10 @@ def _sniff(path: Path) -> tuple[str, str]:
             return "torchscript", "a TorchScript archive"
         return "zip", ""
     if head[:1] == b"\x80":  # a pickle, protocol 2 or later (torch.save's legacy format)
-        return "pickle", ""
+        if head[2:14] == _LEGACY_MAGIC:
+            return "pickle", ""
+        return "not-a-checkpoint", ("a pickle that does not start with torch.save's magic number "
+                                    "(not written by torch.save)")
     return "not-a-checkpoint", f"its first bytes are {head!r}, neither a zip archive nor a pickle"
 
 

@@ -32,7 +32,7 @@ from timm.models._features import feature_take_indices
 
 from ..blocks import (ActSpec, AttentionConfig, BasicBlock, Bottleneck, NormSpec, ResidualBlock,
                       _act, get_norm_layer)
-from ..modulation import Modulation, gamma_names, initial_theta
+from ..modulation import FusedSwitch, Modulation, gamma_names, initial_theta
 from ._pretrained import clean_state_dict
 from ._registry import register_model
 
@@ -100,7 +100,7 @@ def _check_pool(global_pool: str) -> None:
                          f"{', '.join(repr(p) for p in POOL_TYPES)}")
 
 
-class ResNet(nn.Module):
+class ResNet(FusedSwitch, nn.Module):
     """ResNet backbone + classifier with a pattern of attention on selected blocks.
 
     Args:
@@ -124,6 +124,8 @@ class ResNet(nn.Module):
         groups, width_per_group: ResNeXt-style grouped 3x3 convolutions (Bottleneck only).
         device, dtype: where and in which dtype the parameters are created (``'meta'`` builds
             without memory; timm's ``create_model`` passes them).
+        fused: gated paths in their fused form (:mod:`resattn.modulation`); False: the reference
+            form. :meth:`set_fused` changes it later, for this model only.
         **attn_kwargs: fields of :class:`~resattn.blocks.AttentionConfig` (``pattern``, ``attn``,
             ``modulation``, ``gamma_init``, ``gamma_max``, ``skip_attn``, ``res_attn``, ...).
 
@@ -151,7 +153,8 @@ class ResNet(nn.Module):
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, global_pool: str = "avg",
                  groups: int = 1, width_per_group: int = 64,
                  device: Optional[Union[str, torch.device]] = None,
-                 dtype: Optional[torch.dtype] = None, **attn_kwargs: Any) -> None:
+                 dtype: Optional[torch.dtype] = None, fused: bool = True,
+                 **attn_kwargs: Any) -> None:
         super().__init__()
         unknown = set(attn_kwargs) - set(_ATTN_FIELDS)
         if unknown:
@@ -222,6 +225,7 @@ class ResNet(nn.Module):
             self._init_backbone(zero_init_residual)
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
+        self.set_fused(fused)
         self.pretrained_cfg = {}  # replaced by timm's build_model_with_cfg
         self.default_cfg = self.pretrained_cfg
 
