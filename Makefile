@@ -6,7 +6,7 @@ OUT ?= runs/compare
 
 .PHONY: venv data demo test test-slow test-oldest studies bench clean
 
-# Exact pins for the project's own venv (the numbers in README were measured with them);
+# Exact pins for the project's own venv (the numbers in README.md and docs/ were measured with them);
 # pyproject.toml states the supported range (torch >=2.11,<2.15).
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 # The lower end of that range, for `make test-oldest`.
