@@ -23,7 +23,7 @@ _REPORTS = textwrap.dedent("""
     import matplotlib.pyplot as plt
 
     from resattn.bench import BenchRow, plot
-    from resattn.report import _plots, summarise
+    from resattn.report import summarise, write_plots
 
     out = Path(sys.argv[1])
     rows = []
@@ -41,7 +41,7 @@ _REPORTS = textwrap.dedent("""
             (out / "runs" / run_id).mkdir(parents=True)
             (out / "runs" / run_id / "metrics.jsonl").write_text(
                 "".join(json.dumps(r) + "\\n" for r in recs))
-    paths = _plots(out, rows, summarise(rows, baseline="plain"))
+    paths = write_plots(out, rows, summarise(rows, baseline="plain"))
     bench = [BenchRow("none", "resattn", "fused", False, 1, 1.0, train_s=[1.0], eval_s=[1.0]),
              BenchRow("dual", "resattn", "fused", False, 2, 2.0, train_s=[1.5], eval_s=[1.2])]
     plot(bench, out / "bench.png")

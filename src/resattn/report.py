@@ -28,7 +28,7 @@ from .machine import device_label  # noqa: F401 (public here since issue 13)
 
 __all__ = ["write_report", "summarise", "format_table", "read_metrics", "write_csv", "accuracy_plot",
            "metric_plot", "paired_delta_plot", "METRIC_RANGE", "attention_label",
-           "machine_lines", "group_label", "device_label", "precision_text"]
+           "machine_lines", "group_label", "write_plots", "device_label", "precision_text"]
 
 CSV_FIELDS = ["run_id", "variant", "cell", "pattern", "attn", "skip_attn", "skip_modulation", "seed", "lr",
               "model", "dataset", "epochs", "train_subset", "precision", "params", "mflops", "train_time_s",
@@ -393,7 +393,7 @@ def paired_delta_plot(path: Path, cells: list[dict[str, Any]], *, metric: str, b
     return path
 
 
-def _plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
+def write_plots(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
            threshold: float = 0.7) -> dict[str, Path]:
     """The report's figures that have something to show, by name: ``accuracy``, ``loss``,
     ``gamma`` and ``skip_gain`` (the last two for dual runs with gate records)."""
@@ -583,7 +583,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], *, command: str, config:
     summary = summarise(rows, baseline=baseline, cell_keys=cell_keys)
     write_csv(out / "results.csv", _attach_groups(rows, summary, cell_keys))
     write_csv(out / "summary.csv", summary, SUMMARY_FIELDS)
-    plots = _plots(out, rows, summary, threshold=config.train_options.get("skip_gain_threshold", 0.7))
+    plots = write_plots(out, rows, summary, threshold=config.train_options.get("skip_gain_threshold", 0.7))
     md = [
         "# resattn compare report", "",
         f"Data set: **{config.dataset}**, model: **{config.model}**, epochs: {config.epochs}, "

@@ -800,24 +800,35 @@ def validity_line(validity: dict[str, Any]) -> str:
 
 def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[str, Any]],
                         ev: dict[str, Any], command: str, wall: float, cache_dir: Path) -> dict[str, Any]:
-    import torch
-
-    from .machine import machine_description
-    from .report import (CSV_FIELDS, _plots, machine_lines, paired_delta_plot, summarise,
-                         unfinished_runs, write_csv)
+    """results.csv, summary.csv, the plots, report.md and study.json of one study."""
+    from .report import CSV_FIELDS, write_csv
 
     results, validity = ev["hypotheses"], ev["validity"]
-    factors = list(rows[0]["cell"]) if rows else []
     write_csv(out / "results.csv", rows, CSV_FIELDS + ["untrained", "cache_key"])
     tables = {m: group_table(study, rows, m) for m in dict.fromkeys(["final_acc"] + [r["metric"] for r in results])}
     write_csv(out / "summary.csv", [g for t in tables.values() for g in t],
               ["metric", "cell", "variant", "runs", "finished", "diverged", "untrained", "failed",
                "n", "mean", "std"])
-    # accuracy.png shows accuracy, whatever the hypotheses measure
+    plots = _study_plots(study, out, rows, results)
+    md = _study_markdown(study, budget, rows, results, validity, tables)
+    md += _made_and_plots(command, wall, rows, cache_dir, plots)
+    (out / "report.md").write_text("\n".join(md))
+    doc = _study_doc(study, budget, rows, results, validity, tables, command, wall, plots)
+    (out / "study.json").write_text(json.dumps(doc, indent=2, default=str))
+    return {"rows": rows, "results": results, "validity": validity, "report": out / "report.md",
+            "study_json": out / "study.json", "wall_time_s": wall}
+
+
+def _study_plots(study: Study, out: Path, rows: list[dict[str, Any]],
+                 results: list[dict[str, Any]]) -> dict[str, str]:
+    """The compare report's plots (accuracy.png shows accuracy, whatever the hypotheses measure)
+    and per hypothesis the paired delta per cell its verdict rests on: file names by key."""
+    from .report import paired_delta_plot, summarise, write_plots
+    factors = list(rows[0]["cell"]) if rows else []
     first = summarise(rows, baseline=study.hypotheses[0].worse, metric="final_acc",
                       cell_keys=tuple(factors), confidence=study.confidence)
-    plots = {k: p.name for k, p in _plots(out, rows, first).items()}
-    for i, r in enumerate(results):  # what each verdict rests on: the paired delta per cell
+    plots = {k: p.name for k, p in write_plots(out, rows, first).items()}
+    for i, r in enumerate(results):
         delta = r.get("delta")
         sign = 1 if r.get("higher_is_better", True) else -1
         p = paired_delta_plot(out / f"hypothesis{i + 1}.png", r["cells"], metric=r["metric"],
@@ -830,6 +841,14 @@ def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[st
                                      + ("" if sign > 0 else " (lower is better)")))
         if p is not None:
             plots[f"hypothesis{i + 1}"] = p.name
+    return plots
+
+
+def _study_markdown(study: Study, budget: str, rows: list[dict[str, Any]],
+                    results: list[dict[str, Any]], validity: dict[str, Any],
+                    tables: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """report.md up to "How this was made": claim, validity, hypotheses, rule, verdicts per
+    cell, the groups of every metric, the runs that did not train."""
     b = study.budgets[budget]
     md = [f"# Study: {study.name} (budget `{budget}`)", "",
           f"**Claim.** {study.claim}", "",
@@ -868,16 +887,32 @@ def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[st
     if validity["untrained"]:
         md += ["## Runs that did not train", ""] + [f"- `{u['run_id']}`: {u['reason']}"
                                                      for u in validity["untrained"]] + [""]
-    md += ["## How this was made", ""] + machine_lines(command, wall, rows)
+    return md
+
+
+def _made_and_plots(command: str, wall: float, rows: list[dict[str, Any]], cache_dir: Path,
+                    plots: dict[str, str]) -> list[str]:
+    """The end of report.md, as the compare report has it: how it was made (command, machine,
+    versions, run cache), the runs that did not finish, the plots."""
+    from .report import machine_lines, unfinished_runs
+    md = ["## How this was made", ""] + machine_lines(command, wall, rows)
     md += [f"- run cache: `{cache_dir}` (each run's `cache.json` names its key)", ""]
     md += unfinished_runs(rows)
     if plots:
         md += ["## Plots", ""] + [f"![{k}]({p})" for k, p in plots.items()] + [""]
-    (out / "report.md").write_text("\n".join(md))
-    precision = sorted({r.get("precision") or "-" for r in rows}) if rows else []
-    doc = {
-        "name": study.name, "claim": study.claim, "budget": budget, "budget_settings": b,
-        "smoke": budget == "smoke",
+    return md
+
+
+def _study_doc(study: Study, budget: str, rows: list[dict[str, Any]], results: list[dict[str, Any]],
+               validity: dict[str, Any], tables: dict[str, list[dict[str, Any]]], command: str,
+               wall: float, plots: dict[str, str]) -> dict[str, Any]:
+    """study.json: what the evidence page reads."""
+    import torch
+
+    from .machine import machine_description
+    return {
+        "name": study.name, "claim": study.claim, "budget": budget,
+        "budget_settings": study.budgets[budget], "smoke": budget == "smoke",
         "rule": study.rule_text(), "test": study.test, "confidence": study.confidence,
         "study_file": study.path, "study_sha256": hashlib.sha256(study.text.encode()).hexdigest(),
         "changes": study.changes, "command": command, "wall_time_s": wall,
@@ -887,13 +922,10 @@ def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[st
         "failed": sum(r["status"] in ("failed", "missing") for r in rows),
         "untrained": len(validity["untrained"]),
         "validity": validity, "validity_line": validity_line(validity),
-        "precision": precision,
+        "precision": sorted({r.get("precision") or "-" for r in rows}) if rows else [],
         "machine": machine_description(),
         "run_machines": sorted({str(r.get("machine")) for r in rows if r.get("machine")}),
         "run_devices": sorted({str(r.get("device")) for r in rows if r.get("device")}),
         "torch": torch.__version__, "plots": plots,
         "hypotheses": [r | {"table": tables[r["metric"]]} for r in results],
     }
-    (out / "study.json").write_text(json.dumps(doc, indent=2, default=str))
-    return {"rows": rows, "results": results, "validity": validity, "report": out / "report.md",
-            "study_json": out / "study.json", "wall_time_s": wall}
