@@ -173,10 +173,19 @@ def run_bench(model_name: str = "cifar_resnet20", variants: Sequence[str] = DEFA
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(batch_size, *input_shape).to(dev).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (batch_size,)).to(dev)
+    built = _models(model_name, specs, num_classes, input_shape[0], reference, peers)
+    jobs = _jobs(built, precisions, compile, dev, fmt, x, y, input_shape)
+    _time(jobs, rounds, steps, progress, f"bench {model_name}")
+    return [row for row, _, _ in jobs]
 
+
+def _models(model_name: str, specs: list[tuple[str, dict[str, Any]]], num_classes: int,
+            in_chans: int, reference: bool, peers: bool) -> list[tuple[str, str, str, nn.Module]]:
+    """(name, source, mode, model) per row: each variant fused, its unfused form beside it
+    (``reference``; the same model), then timm's peers (``peers``)."""
     built: list[tuple[str, str, str, nn.Module]] = []
     for v, kw in specs:
-        m = create_model(model_name, num_classes=num_classes, in_chans=input_shape[0], **kw)
+        m = create_model(model_name, num_classes=num_classes, in_chans=in_chans, **kw)
         built.append((v, "resattn", "fused", m))
         if reference and kw["pattern"] != "none":
             built.append((v, "resattn", "reference", m))
@@ -184,10 +193,16 @@ def run_bench(model_name: str = "cifar_resnet20", variants: Sequence[str] = DEFA
         import timm
         for label, name, extra in _timm_peers(model_name):
             m = timm.create_model(name, pretrained=False, num_classes=num_classes,
-                                  in_chans=input_shape[0], **extra)
+                                  in_chans=in_chans, **extra)
             built.append((label, "timm", "-", m))
+    return built
 
-    rows: list[BenchRow] = []
+
+def _jobs(built: list[tuple[str, str, str, nn.Module]], precisions: list[str], compile: bool,
+          dev: torch.device, fmt: torch.memory_format, x: torch.Tensor, y: torch.Tensor,
+          input_shape: Sequence[int]) -> list[tuple[BenchRow, Callable[[], None], Callable[[], None]]]:
+    """Per precision and compile state, each model's row (params, MFLOPs, saved bytes) and its
+    timed train step and eval forward."""
     jobs: list[tuple[BenchRow, Callable[[], None], Callable[[], None]]] = []
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     for precision in precisions:
@@ -208,22 +223,26 @@ def run_bench(model_name: str = "cifar_resnet20", variants: Sequence[str] = DEFA
                 run = torch.compile(m) if compiled else m
                 opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
                 train, evaluate = _step_fns(run, m, opt, x, y, autocast, mode_ctx, sync)
-                rows.append(row)
                 jobs.append((row, train, evaluate))
+    return jobs
 
-    bar = _progress(len(jobs) * (rounds + 1), progress, f"bench {model_name}")
+
+def _time(jobs: list[tuple[BenchRow, Callable[[], None], Callable[[], None]]], rounds: int,
+          steps: int, progress: bool, desc: str) -> None:
+    """Warm every job up (and compile it), then time ``rounds`` interleaved rounds of ``steps``
+    each into its row; each round starts one row later, so no row is always first."""
+    bar = _progress(len(jobs) * (rounds + 1), progress, desc)
     for row, train, evaluate in jobs:  # warm-up (and compilation)
         train()
         train()
         evaluate()
         bar.update(1)
-    for r in range(rounds):  # each round starts one row later: no row is always first
+    for r in range(rounds):
         for row, train, evaluate in jobs[r % len(jobs):] + jobs[:r % len(jobs)]:
             row.train_s.append(_timed(train, steps))
             row.eval_s.append(_timed(evaluate, steps))
             bar.update(1)
     bar.close()
-    return rows
 
 
 def _step_fns(run: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
