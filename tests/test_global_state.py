@@ -103,6 +103,17 @@ def test_deterministic_run_restores_the_callers_flags(tmp_path, digits):
     assert _flags() == before
 
 
+def test_a_run_leaves_the_callers_random_state(tmp_path, digits):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    cfg = TrainConfig(dataset="digits", epochs=1, batch_size=64, augment=False, seed=7)
+    r1 = train(cfg, tmp_path / "a", bundle=digits, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(999)  # another caller state: the run is the same
+    r2 = train(cfg, tmp_path / "b", bundle=digits, progress=False)
+    assert r1.final_acc == r2.final_acc
+
+
 def test_deterministic_flags_restored_after_an_error(tmp_path, digits, monkeypatch):
     torch.backends.cudnn.benchmark = True  # a caller who autotunes
     try:
@@ -134,3 +145,12 @@ def test_model_check_cache_is_bounded(monkeypatch):
     with pytest.raises(ValueError, match="pattern"):  # the cached answer, still an error
         study_mod._check_model("cifar_resnet20", {"pattern": "quad"})
     assert len(study_mod._CHECKED_MODELS) == 4
+
+
+def test_bench_leaves_the_callers_random_state():
+    from resattn.bench import run_bench
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    run_bench("cifar_resnet20", ["dual"], batch_size=2, input_shape=(1, 8, 8), steps=1, rounds=1,
+              reference=False, peers=False, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)

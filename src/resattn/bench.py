@@ -169,13 +169,14 @@ def run_bench(model_name: str = "cifar_resnet20", variants: Sequence[str] = DEFA
     if "none" not in variants:
         variants.insert(0, "none")
     specs = [(v, parse_variant(v)) for v in variants]
-    torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(batch_size, *input_shape).to(dev).contiguous(memory_format=fmt)
-    y = torch.randint(0, num_classes, (batch_size,)).to(dev)
-    built = _models(model_name, specs, num_classes, input_shape[0], reference, peers)
-    jobs = _jobs(built, precisions, compile, dev, fmt, x, y, input_shape)
-    _time(jobs, rounds, steps, progress, f"bench {model_name}")
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # caller's RNG kept
+        torch.manual_seed(0)
+        x = torch.randn(batch_size, *input_shape).to(dev).contiguous(memory_format=fmt)
+        y = torch.randint(0, num_classes, (batch_size,)).to(dev)
+        built = _models(model_name, specs, num_classes, input_shape[0], reference, peers)
+        jobs = _jobs(built, precisions, compile, dev, fmt, x, y, input_shape)
+        _time(jobs, rounds, steps, progress, f"bench {model_name}")
     return [row for row, _, _ in jobs]
 
 

@@ -531,10 +531,16 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, bundle: Optional[D
     device = _select_device(config.device)
     ddp = _Dist(device)
     try:
-        with _deterministic(config.deterministic):
+        with _deterministic(config.deterministic), _own_rng(device):
             return _train(config, out, device, ddp, bundle, resume, progress, stop_after_epochs)
     finally:
         ddp.close()
+
+
+def _own_rng(device: torch.device) -> contextlib.AbstractContextManager:
+    """The run seeds the global RNG (initial weights; dropout and drop-path draw from it too);
+    the caller's RNG state comes back when the run ends."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 @contextlib.contextmanager
