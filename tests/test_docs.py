@@ -116,3 +116,16 @@ def test_cheap_doc_commands_run(page, tmp_path, capsys):
 def test_readme_python_example_runs():
     code = _blocks(ROOT / "README.md", "python")[0]
     exec(compile(code, "README.md", "exec"), {})
+
+
+def test_readme_fits_on_a_screen():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 120
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_local_links_point_at_files(page):
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        if target.startswith(("http://", "https://", "#", "mailto:")):
+            continue
+        path = target.split("#")[0]
+        assert (page.parent / path).exists(), f"{page.name}: link to {target} points at nothing"
