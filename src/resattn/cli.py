@@ -338,7 +338,7 @@ def _say_failures(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .study import estimate_cpu_hours, load_study, run_studies
+    from .study import estimate_cpu_hours, load_study, run_studies, validity_word
 
     studies = [load_study(f) for f in args.files]
     if args.budget is None:
@@ -393,7 +393,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     print()
     failed = False
     for st, r in zip(studies, res):
-        print(f"{st.name}: {'valid' if r['validity']['valid'] else 'INVALID'}; report: {r['report']}")
+        print(f"{st.name}: {validity_word(r['validity'])}; report: {r['report']}")
         for i, h in enumerate(r["results"], 1):
             print(f"  hypothesis {i}: {h['verdict']}: {h['hypothesis']}")
         failed |= any(row["status"] == "failed" for row in r["rows"])

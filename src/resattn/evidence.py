@@ -113,6 +113,7 @@ def _speaks(h: dict[str, Any]) -> tuple[str, str]:
 
 def rule_table(docs: list[dict[str, Any]]) -> list[str]:
     """The "When to choose pattern 4" section: each clause and the verdicts that speak to it."""
+    from .study import validity_word
     by_name: dict[str, list[dict[str, Any]]] = {}
     for d in docs:
         by_name.setdefault(d["name"], []).append(d)
@@ -130,10 +131,10 @@ def rule_table(docs: list[dict[str, Any]]) -> list[str]:
                     continue
                 h = d["hypotheses"][i - 1]
                 n, eff = _speaks(h)
-                valid = d.get("validity", {}).get("valid")
+                valid = validity_word(d.get("validity"))
                 rows.append(f"| {clause} ({scope}) | {name} #{i}: {h['hypothesis']} | {d['budget']} | "
                             f"**{h['verdict']}** | {n} | {eff} | "
-                            f"{'valid' if valid else 'invalid' if valid is False else '-'} |")
+                            f"{valid} |")
         md += rows or [f"| {clause} ({scope}) | **not tested** (no finished non-smoke study "
                        f"among {', '.join(sorted({n for n, _ in refs}))}) | - | - | - | - | - |"]
     return md + [""]
@@ -149,6 +150,7 @@ def build_evidence(folders: Sequence[str | Path], out: str | Path = "docs/eviden
     Raises:
         ValueError: a folder has no ``study.json`` (not a finished study).
     """
+    from .study import validity_word
     out = Path(out)
     docs = []
     for f in folders:
@@ -173,10 +175,10 @@ def build_evidence(folders: Sequence[str | Path], out: str | Path = "docs/eviden
           "| study | budget | hypothesis | verdict | validity | machine | wall time |",
           "|---|---|---|---|---|---|---|"]
     for _, d in docs:
-        valid = d.get("validity", {}).get("valid")
+        valid = validity_word(d.get("validity"))
         for h in d["hypotheses"]:
             md.append(f"| {d['name']} | {d['budget']} | {h['hypothesis']} | {_verdict(d, h)} | "
-                      f"{'valid' if valid else 'invalid' if valid is False else '-'} | "
+                      f"{valid} | "
                       f"{d['machine'].split(', ', 1)[-1]} | {d['wall_time_s']:.0f} s |")
     md.append("")
     for folder, d in docs:
