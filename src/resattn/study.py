@@ -715,6 +715,8 @@ def run_studies(studies: list[Study], budget: str, outs: dict[str, str | Path], 
     t0 = time.perf_counter()
     _check_stale(all_specs, folders, resume)
     tmp_runs = cache_dir / "_grids"
+    from .executors import ReportOnlyExecutor
+    report_only = isinstance(executor, ReportOnlyExecutor)  # the wall time is no training time
     rows_all = run_specs(flat, tmp_runs, executor=executor, progress=progress, log=log,
                          resume=resume, cache_dir=cache_dir) if flat else []
     wall = time.perf_counter() - t0
@@ -734,7 +736,7 @@ def run_studies(studies: list[Study], budget: str, outs: dict[str, str | Path], 
         shutil.rmtree(tmp_runs / st.name, ignore_errors=True)
         ev = evaluate_study(st, budget, rows)
         out.append(_write_study_report(st, budget, folders[st.name], rows, ev, command, wall,
-                                       cache_dir))
+                                       cache_dir, report_only=report_only))
     return out
 
 
@@ -776,7 +778,7 @@ def validity_word(validity: Optional[dict[str, Any]]) -> str:
         return "-"
     if not validity["valid"]:
         return "invalid"
-    return "incomplete" if validity.get("pending") else "valid"
+    return "incomplete" if validity.get("pending") or validity.get("missing") else "valid"
 
 
 def validity_line(validity: dict[str, Any]) -> str:
@@ -792,14 +794,15 @@ def validity_line(validity: dict[str, Any]) -> str:
     met = [f for f in validity["floors"] if f["met"]]
     text = ", ".join(f"{f['variant']} {f['mean']:.2f}% ≥ {f['min']:g}%" for f in met[:4])
     more = "…" if len(met) > 4 else ""
-    if validity.get("pending"):
-        return (f"**incomplete** (floors met so far: {text or 'none'}{more}; not yet known: "
-                f"{'; '.join(validity['pending'])}){tail}")
+    if validity.get("pending") or missing:
+        unknown = f"; not yet known: {'; '.join(validity['pending'])}" if validity.get("pending") else ""
+        return f"**incomplete** (floors met so far: {text or 'none'}{more}{unknown}){tail}"
     return f"**valid** (floors met: {text or 'none at this budget'}{more}){tail}"
 
 
 def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[str, Any]],
-                        ev: dict[str, Any], command: str, wall: float, cache_dir: Path) -> dict[str, Any]:
+                        ev: dict[str, Any], command: str, wall: float, cache_dir: Path,
+                        report_only: bool = False) -> dict[str, Any]:
     import platform
 
     import torch
@@ -882,7 +885,7 @@ def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[st
         "rule": study.rule_text(), "test": study.test, "confidence": study.confidence,
         "study_file": study.path, "study_sha256": hashlib.sha256(study.text.encode()).hexdigest(),
         "changes": study.changes, "command": command, "wall_time_s": wall,
-        "train_time_s": sum(r.get("train_time_s") or 0 for r in rows),
+        "train_time_s": sum(r.get("train_time_s") or 0 for r in rows), "report_only": report_only,
         "runs": len(rows), "finished": sum(r["status"] == "finished" for r in rows),
         "diverged": sum(r["status"] == "diverged" for r in rows),
         "failed": sum(r["status"] in ("failed", "missing") for r in rows),
