@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from .precision import DEFAULT_PRECISION
+
 __all__ = ["main", "build_parser"]
 
 
@@ -98,7 +100,7 @@ def _attention_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 _TRAIN_FLAGS = {  # flag -> (TrainConfig field, type, help)
     "--precision": ("precision", _precision,
                     "auto | fp32 | bf16 (autocast); auto: bf16 on CUDA and on CPUs with native "
-                    "bf16 units (amx_bf16/avx512_bf16), else fp32 (default: fp32)"),
+                    f"bf16 units (amx_bf16/avx512_bf16), else fp32 (default: {DEFAULT_PRECISION})"),
     "--optimizer": ("optimizer", str, "sgd | adamw"),
     "--momentum": ("momentum", float, "SGD momentum (Nesterov)"),
     "--weight-decay": ("weight_decay", float, "weight decay on conv/linear weights"),
@@ -615,7 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "<parent>/cache or OUT/cache)")
     s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     s.add_argument("--precision", type=_precision, default=None,
-                   help="auto | fp32 | bf16 for every run (default: the study file's, else fp32)")
+                   help="auto | fp32 | bf16 for every run (default: the study file's, else "
+                        f"{DEFAULT_PRECISION})")
     s.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
                    help="same as --precision bf16")
     s.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (image folders)")
@@ -687,9 +690,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--input", type=_chw, default=[1, 28, 28], help="C,H,W (default 1,28,28)")
     b.add_argument("--steps", type=_positive_int, default=3, help="steps per row and round")
     b.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds (median)")
-    b.add_argument("--dtype", "--precision", dest="dtype", type=_precisions, default=["fp32"],
+    b.add_argument("--dtype", "--precision", dest="dtype", type=_precisions,
+                   default=[DEFAULT_PRECISION],
                    help="comma list of fp32, bf16 (autocast), auto; with several, every row in "
-                        "each, interleaved in one run (default fp32)")
+                        f"each, interleaved in one run (default {DEFAULT_PRECISION})")
     b.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     b.add_argument("--compile", action="store_true", help="add every row under torch.compile")
     b.add_argument("--no-reference", action="store_true",
