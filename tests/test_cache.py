@@ -143,3 +143,31 @@ def test_report_only_reads_the_cache_and_trains_nothing(tmp_path):
     assert len(fake.calls) == 4
     assert [r["status"] for r in res["rows"]] == ["finished", "finished", "finished", "missing"]
     assert res["results"][0]["verdict"] == "incomplete"
+
+
+def test_the_key_does_not_depend_on_how_torch_prints_a_module(monkeypatch):
+    """A run trained under another torch version (whose module reprs differ) keeps its key."""
+    import torch.nn as nn
+
+    from resattn import cache
+    cfg = TrainConfig(model="cifar_resnet20", model_kwargs={"pattern": "dual"}, dataset="digits")
+    before = run_key(cfg)
+    cache._MODEL_KEYS.clear()
+    monkeypatch.setattr(nn.BatchNorm2d, "extra_repr", lambda self: "printed differently")
+    assert run_key(cfg) == before
+    cache._MODEL_KEYS.clear()
+
+
+def test_rekey_moves_runs_to_their_current_keys(tmp_path):
+    from resattn.cache import rekey
+    cfg = TrainConfig(model="cifar_resnet20", model_kwargs={"pattern": "none"}, dataset="digits")
+    old = tmp_path / "0123456789abcdef0123"
+    old.mkdir()
+    (old / "result.json").write_text(json.dumps({"status": "finished", "cache_key": old.name,
+                                                 "config": cfg.to_dict()}))
+    (old / "metrics.jsonl").write_text("{}\n")
+    assert rekey(tmp_path) == {old.name: run_key(cfg)}
+    moved = tmp_path / run_key(cfg)
+    assert json.loads((moved / "result.json").read_text())["cache_key"] == run_key(cfg)
+    assert (moved / "metrics.jsonl").is_file() and not old.exists()
+    assert rekey(tmp_path) == {}

@@ -70,6 +70,21 @@ def test_a_lost_pair_makes_the_cell_incomplete_not_silently_smaller(tmp_path):
     assert h["verdict"] == "incomplete" and h["cells"][0]["lost_seeds"] == [2] and h["cells"][0]["n"] == 5
 
 
+def test_runs_not_run_yet_make_the_study_incomplete_not_invalid_nor_untrained(tmp_path):
+    from resattn.study import validity_line, validity_word
+    rows = _rows(88.0, [1.0] * 6)
+    missing = {"status": "missing", "final_acc": None, "initial_train_loss": None,
+               "final_train_loss": None}
+    rows = [dict(r, **missing) if r["variant"] in ("plain", "b") else r for r in rows]
+    ev = evaluate_study(_study(tmp_path), "cpu", rows)
+    v = ev["validity"]
+    assert v["valid"] and v["untrained"] == [] and v["missing"] == 12
+    assert validity_word(v) == "incomplete" and ev["hypotheses"][0]["verdict"] == "incomplete"
+    line = validity_line(v)
+    assert line.startswith("**incomplete**") and "12 of 18 runs not run yet" in line
+    assert "all 6 ended runs trained" in line
+
+
 def test_untrained_runs_are_counted_and_kept_in_the_statistics(tmp_path):
     rows = _rows(88.0, [1.0] * 6)
     rows[6] = _row("b", 0, 15.0)                                          # barely above chance

@@ -121,4 +121,6 @@ def test_study_records_the_command_as_typed(tmp_path):
             "--no-progress", "--executor", "processes", "--workers", "3", "--threads", "1"]
     main(argv)  # report-only: trains nothing, the runs count as missing
     doc = json.loads((out / "study.json").read_text())
-    assert doc["command"].split() == ["resattn", *argv]
+    # the command that trains the runs; that this report trained nothing is study.json's own field
+    assert doc["command"].split() == ["resattn", *(a for a in argv if a != "--report-only")]
+    assert doc["report_only"] is True

@@ -112,3 +112,17 @@ def test_command_line_precision_wins_over_a_files_bf16(tmp_path):
     study = load_study(str(f))
     assert {s.config.precision for s in study.specs("smoke")} == {"bf16"}
     assert {s.config.precision for s in study.specs("smoke", extra={"precision": "fp32"})} == {"fp32"}
+
+
+def test_reports_say_what_precision_ran():
+    from resattn.compare import _saved_precision
+    from resattn.report import machine_lines, precision_text
+    assert precision_text([{"precision": "bf16"}] * 3 + [{"precision": None}]) == \
+        "bf16 (all 3 runs with a result)"
+    assert precision_text([{"precision": "bf16"}, {"precision": "fp32"}]) == "bf16: 1 runs, fp32: 1 runs"
+    assert precision_text([{}]) == "unknown"
+    assert "- precision: fp32 (all 1 runs with a result)" in machine_lines("cmd", 1.0, [{"precision": "fp32"}])
+    # a result.json written before precision was recorded
+    assert _saved_precision({"config": {"bf16": True}}) == "bf16"
+    assert _saved_precision({"config": {"bf16": False}}) == "fp32"
+    assert _saved_precision({"status": "failed"}) is None

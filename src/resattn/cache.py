@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 from .train import TrainConfig, _plain
 
-__all__ = ["CACHE_VERSION", "CACHE_IGNORED", "run_key", "materialize", "default_cache_dir",
+__all__ = ["CACHE_VERSION", "CACHE_IGNORED", "run_key", "rekey", "materialize", "default_cache_dir",
            "cached_mismatch"]
 
 CACHE_VERSION = 1
@@ -58,9 +58,22 @@ def _model_identity(name: str, model_kwargs: dict[str, Any]) -> str:
                                       else repr(cfg))
         rest = {k: v for k, v in model_kwargs.items()
                 if k != "stages" and k not in _attention_fields()}
-        _MODEL_KEYS[cache_key] = json.dumps({"tree": str(model), "blocks": blocks,
+        _MODEL_KEYS[cache_key] = json.dumps({"tree": _tree(model), "blocks": blocks,
                                              "rest": _plain(rest)}, sort_keys=True, default=str)
     return _MODEL_KEYS[cache_key]
+
+
+def _tree(model: Any) -> list[str]:
+    """The module tree as torch-version-independent lines: each module's name and class, the
+    settings of resattn's own modules, and every parameter's and buffer's shape. (``str(model)``
+    is not: torch 2.14 prints ``bias=True`` in a BatchNorm that torch 2.11 does not, so a run
+    trained on one torch had another key on the other.)"""
+    lines = []
+    for name, module in model.named_modules():
+        own = type(module).__module__.startswith("resattn")
+        lines.append(f"{name}:{type(module).__name__}" + (f"({module.extra_repr()})" if own else ""))
+    lines += [f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items()]
+    return lines
 
 
 def _attention_fields() -> set[str]:
@@ -75,6 +88,31 @@ def run_key(config: TrainConfig) -> str:
     ident = {"version": CACHE_VERSION, "options": opts,
              "model": _model_identity(config.model, dict(config.model_kwargs))}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def rekey(cache_dir: str | os.PathLike) -> dict[str, str]:
+    """Move each finished run of ``cache_dir`` to the key its saved options have under this
+    version of :func:`run_key` (after a change of the key's formula, not of training: runs that
+    trained the same stay reusable). Returns ``{old key: new key}`` for the runs moved.
+
+    Raises:
+        ValueError: two runs map to one key, or a run's new key is taken by another folder.
+    """
+    from .train import TrainConfig
+    cache_dir, moved = Path(cache_dir), {}
+    for result in sorted(cache_dir.glob("*/result.json")):
+        old = result.parent.name
+        doc = json.loads(result.read_text())
+        new = run_key(TrainConfig.from_dict(doc["config"]))
+        if new == old:
+            continue
+        if (cache_dir / new).exists() or new in moved.values():
+            raise ValueError(f"{cache_dir}: run {old} would move to {new}, which is taken")
+        doc["cache_key"] = new
+        result.write_text(json.dumps(doc, indent=2, default=str))
+        os.replace(result.parent, cache_dir / new)
+        moved[old] = new
+    return moved
 
 
 def default_cache_dir(out: str | os.PathLike) -> Path:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from .precision import DEFAULT_PRECISION
+
 __all__ = ["main", "build_parser"]
 
 
@@ -98,7 +100,7 @@ def _attention_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 _TRAIN_FLAGS = {  # flag -> (TrainConfig field, type, help)
     "--precision": ("precision", _precision,
                     "auto | fp32 | bf16 (autocast); auto: bf16 on CUDA and on CPUs with native "
-                    "bf16 units (amx_bf16/avx512_bf16), else fp32 (default: fp32)"),
+                    f"bf16 units (amx_bf16/avx512_bf16), else fp32 (default: {DEFAULT_PRECISION})"),
     "--optimizer": ("optimizer", str, "sgd | adamw"),
     "--momentum": ("momentum", float, "SGD momentum (Nesterov)"),
     "--weight-decay": ("weight_decay", float, "weight decay on conv/linear weights"),
@@ -205,11 +207,13 @@ def _executor_from_args(args: argparse.Namespace):
         raise ValueError(f"--executor {args.executor}: {e}") from e
 
 
-def _command_line(args: argparse.Namespace) -> str:
+def _command_line(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> str:
     """The command as it was typed (every flag: ``--executor`` and its options included), for
-    reports: the arguments :func:`main` parsed, else this process's own."""
+    reports: the arguments :func:`main` parsed, else this process's own; less the switches in
+    ``drop``."""
     argv = getattr(args, "argv", None)
-    return shlex.join(["resattn", *(sys.argv[1:] if argv is None else argv)])
+    argv = sys.argv[1:] if argv is None else argv
+    return shlex.join(["resattn", *(a for a in argv if a not in drop)])
 
 
 # ----------------------------------------------------------------------------- commands
@@ -345,7 +349,7 @@ def _say_failures(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .study import estimate_cpu_hours, load_study, run_studies
+    from .study import estimate_cpu_hours, load_study, run_studies, validity_word
 
     studies = [load_study(f) for f in args.files]
     if args.budget is None:
@@ -381,7 +385,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                                    compile=args.compile or None, data_dir=args.data_dir,
                                    num_workers=args.num_workers,
                                    precision=args.precision).items() if v is not None}
-    command = _command_line(args)
+    # the command that trains these runs: a --report-only report records that in study.json
+    command = _command_line(args, drop=("--report-only",))
     if args.report_only:
         from .executors import ReportOnlyExecutor
         executor = ReportOnlyExecutor()
@@ -393,7 +398,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     print()
     failed = False
     for st, r in zip(studies, res):
-        print(f"{st.name}: {'valid' if r['validity']['valid'] else 'INVALID'}; report: {r['report']}")
+        print(f"{st.name}: {validity_word(r['validity'])}; report: {r['report']}")
         for i, h in enumerate(r["results"], 1):
             print(f"  hypothesis {i}: {h['verdict']}: {h['hypothesis']}")
         failed |= any(row["status"] == "failed" for row in r["rows"])
@@ -615,7 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "<parent>/cache or OUT/cache)")
     s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     s.add_argument("--precision", type=_precision, default=None,
-                   help="auto | fp32 | bf16 for every run (default: the study file's, else fp32)")
+                   help="auto | fp32 | bf16 for every run (default: the study file's, else "
+                        f"{DEFAULT_PRECISION})")
     s.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
                    help="same as --precision bf16")
     s.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (image folders)")
@@ -687,9 +693,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--input", type=_chw, default=[1, 28, 28], help="C,H,W (default 1,28,28)")
     b.add_argument("--steps", type=_positive_int, default=3, help="steps per row and round")
     b.add_argument("--rounds", type=_positive_int, default=5, help="interleaved rounds (median)")
-    b.add_argument("--dtype", "--precision", dest="dtype", type=_precisions, default=["fp32"],
+    b.add_argument("--dtype", "--precision", dest="dtype", type=_precisions,
+                   default=[DEFAULT_PRECISION],
                    help="comma list of fp32, bf16 (autocast), auto; with several, every row in "
-                        "each, interleaved in one run (default fp32)")
+                        f"each, interleaved in one run (default {DEFAULT_PRECISION})")
     b.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     b.add_argument("--compile", action="store_true", help="add every row under torch.compile")
     b.add_argument("--no-reference", action="store_true",

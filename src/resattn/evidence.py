@@ -90,11 +90,17 @@ def _section(doc: dict[str, Any], folder: Path, plot_dir: Path, page_dir: Path) 
     verdicts = "; ".join(f"hypothesis {i}: {_verdict(doc, h)}"
                          for i, h in enumerate(doc["hypotheses"], 1))
     md += [f"**Verdict.** {verdicts}.", "",
-           f"Command: `{doc['command']}`  ", f"Machine: {doc['machine']}, torch {doc['torch']}  ",
-           f"Runs trained on: {', '.join(doc.get('run_devices') or ['-'])}; precision: "
+           f"Command: `{doc['command']}`  ",
+           f"Runs trained on: {', '.join(doc.get('run_devices') or ['-'])} "
+           f"({'; '.join(doc.get('run_machines') or ['-'])}); precision: "
            f"{', '.join(doc.get('precision') or ['-'])}  ",
-           f"Wall time: {doc['wall_time_s']:.0f} s ({doc['runs']} runs: {doc['finished']} finished, "
-           f"{doc['diverged']} diverged, {doc.get('untrained', '-')} untrained, {doc['failed']} failed)", ""]
+           f"Training time: {doc.get('train_time_s', 0):.0f} s summed over the runs; "
+           + ("report written afterwards from the run cache (`--report-only`) on "
+              f"{doc['machine']}  " if doc.get("report_only") else
+              f"wall time of the grid {doc['wall_time_s']:.0f} s on {doc['machine']}, torch "
+              f"{doc['torch']}  "),
+           f"Runs: {doc['runs']} ({doc['finished']} finished, {doc['diverged']} diverged, "
+           f"{doc.get('untrained', '-')} untrained, {doc['failed']} failed or not run)", ""]
     return md
 
 
@@ -113,6 +119,7 @@ def _speaks(h: dict[str, Any]) -> tuple[str, str]:
 
 def rule_table(docs: list[dict[str, Any]]) -> list[str]:
     """The "When to choose pattern 4" section: each clause and the verdicts that speak to it."""
+    from .study import validity_word
     by_name: dict[str, list[dict[str, Any]]] = {}
     for d in docs:
         by_name.setdefault(d["name"], []).append(d)
@@ -130,10 +137,10 @@ def rule_table(docs: list[dict[str, Any]]) -> list[str]:
                     continue
                 h = d["hypotheses"][i - 1]
                 n, eff = _speaks(h)
-                valid = d.get("validity", {}).get("valid")
+                valid = validity_word(d.get("validity"))
                 rows.append(f"| {clause} ({scope}) | {name} #{i}: {h['hypothesis']} | {d['budget']} | "
                             f"**{h['verdict']}** | {n} | {eff} | "
-                            f"{'valid' if valid else 'invalid' if valid is False else '-'} |")
+                            f"{valid} |")
         md += rows or [f"| {clause} ({scope}) | **not tested** (no finished non-smoke study "
                        f"among {', '.join(sorted({n for n, _ in refs}))}) | - | - | - | - | - |"]
     return md + [""]
@@ -149,6 +156,7 @@ def build_evidence(folders: Sequence[str | Path], out: str | Path = "docs/eviden
     Raises:
         ValueError: a folder has no ``study.json`` (not a finished study).
     """
+    from .study import validity_word
     out = Path(out)
     docs = []
     for f in folders:
@@ -165,19 +173,20 @@ def build_evidence(folders: Sequence[str | Path], out: str | Path = "docs/eviden
           "budgets) in `studies/` before it ran. A claim that is not supported is reported as such.", "",
           "Verdicts: better / worse (the first-named variant's side), equivalent (within the "
           "pre-registered δ by two one-sided tests), inconclusive, invalid (a validity floor "
-          "missed), incomplete (a run of a pair failed). Holm's adjustment controls the "
+          "missed), incomplete (a run of a pair failed or has not run yet). Holm's adjustment controls the "
           "family-wise error within each study, not across the page. Smoke-budget verdicts are "
           "marked and are not evidence.", "",
           ] + rule_table([d for _, d in docs]) + [
           "## All verdicts", "",
-          "| study | budget | hypothesis | verdict | validity | machine | wall time |",
+          "| study | budget | hypothesis | verdict | validity | trained on | training time (summed) |",
           "|---|---|---|---|---|---|---|"]
     for _, d in docs:
-        valid = d.get("validity", {}).get("valid")
+        valid = validity_word(d.get("validity"))
         for h in d["hypotheses"]:
             md.append(f"| {d['name']} | {d['budget']} | {h['hypothesis']} | {_verdict(d, h)} | "
-                      f"{'valid' if valid else 'invalid' if valid is False else '-'} | "
-                      f"{d['machine'].split(', ', 1)[-1]} | {d['wall_time_s']:.0f} s |")
+                      f"{valid} | "
+                      f"{', '.join(d.get('run_devices') or ['-'])} | "
+                      f"{d.get('train_time_s', 0):.0f} s |")
     md.append("")
     for folder, d in docs:
         md += _section(d, folder, plot_dir, out.parent)

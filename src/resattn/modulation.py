@@ -33,10 +33,14 @@ mask form, user callables, TorchScript and tracing/ONNX export use the reference
 The switch belongs to the model (timm's habit): every :class:`Modulation` and every residual
 block captures ``fused`` at construction (``create_model(..., fused=False)``), and
 ``model.set_fused(False)`` (or :func:`set_fused` on any module, or ``with fused(model, False):``)
-turns its paths to the reference form, for comparisons; other models are untouched. A path also
-runs the reference form, so that every hook is called and its return value used, while a forward
-hook or pre-hook is registered on its :class:`Modulation` (the block then calls it), on its
-attention module or on any module inside that (the attention module's own ``forward`` runs).
+turns its paths to the reference form, for comparisons; other models are untouched.
+
+Hooks. A path runs its attention module's own ``forward`` (the reference form), so that every
+hook is called and what it returns is used, while any hook (forward, pre, backward; global ones
+included) is registered on that module or on a module inside it. Forward hooks and pre-hooks on
+the :class:`Modulation` itself (the gate monitor's) are called in the fused form too, with z and
+A(z) (:meth:`Modulation.terms`); backward hooks or hooks taking keyword arguments there make the
+block call the path as a module.
 """
 from __future__ import annotations
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["PRECISIONS", "DEFAULT_PRECISION", "validate_precision", "cpu_has_native_bf16",
            "resolve_precision", "autocast"]
@@ -53,12 +54,13 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: Union[str, torch.device] = "cpu") -> str:
+def resolve_precision(precision: str, device: Union[str, "torch.device"] = "cpu") -> str:
     """``fp32`` or ``bf16``: ``precision`` itself, or what ``auto`` means on ``device``.
 
     Raises:
         ValueError: an unknown ``precision``.
     """
+    import torch  # here: the command line imports this module for its default
     validate_precision(precision)
     if precision != "auto":
         return precision
@@ -70,8 +72,9 @@ def resolve_precision(precision: str, device: Union[str, torch.device] = "cpu") 
     return "fp32"
 
 
-def autocast(precision: str, device: Union[str, torch.device] = "cpu") -> Any:
+def autocast(precision: str, device: Union[str, "torch.device"] = "cpu") -> Any:
     """A context manager: bf16 autocast on ``device`` for a (resolved) ``bf16``, else nothing."""
+    import torch
     if resolve_precision(precision, device) == "bf16":
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

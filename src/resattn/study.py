@@ -547,7 +547,10 @@ def chance_accuracy(dataset: str) -> float:
 
 
 def trained_check(row: dict[str, Any], chance: float, trained: dict[str, float]) -> Optional[str]:
-    """Why a run did not train (None when it did); see the module docstring."""
+    """Why a run did not train (None when it did, or when it did not run to an end: a failed or
+    missing run is counted as such, not as untrained); see the module docstring."""
+    if row["status"] in ("failed", "missing"):
+        return None
     if row["status"] != "finished":
         return row["status"]
     acc = row.get("final_acc")
@@ -594,7 +597,7 @@ def evaluate_study(study: Study, budget: str, rows: list[dict[str, Any]]) -> dic
     by = {(r["variant"], _cell_key(r["cell"], factors), r["seed"]): r for r in rows}
     cells = sorted({_cell_key(r["cell"], factors) for r in rows})
 
-    floors, invalid_cells = [], {}
+    floors, invalid_cells, pending = [], {}, []
     for f in study.floors.get(budget, []):
         for c in cells:
             cell = dict(zip(factors, c))
@@ -607,16 +610,20 @@ def evaluate_study(study: Study, budget: str, rows: list[dict[str, Any]]) -> dic
             ok = mean is not None and mean >= f.min
             label = ", ".join(f"{k}={v}" for k, v in cell.items()) or "(all)"
             floors.append({"variant": f.variant, "cell": cell, "min": f.min, "mean": mean,
-                           "n": len(vals), "met": ok})
-            if not ok:
+                           "n": len(vals), "met": ok if vals else None})
+            if not vals:  # no baseline run has ended here yet: the cell is incomplete, not invalid
+                pending.append(f"`{f.variant}` at {label}: no finished run yet")
+            elif not ok:
                 invalid_cells.setdefault(c, []).append(
                     f"`{f.variant}` at {label}: mean final_acc "
                     f"{'-' if mean is None else f'{mean:.2f}'}% < floor {f.min:g}% (n={len(vals)})")
     untrained = [{"run_id": r["run_id"], "variant": r["variant"], "cell": r["cell"],
                   "reason": r["untrained"]} for r in rows if r["untrained"]]
     reasons = [x for v in invalid_cells.values() for x in v]
+    missing = sum(1 for r in rows if r["status"] == "missing")
     validity = {"valid": not reasons, "reasons": reasons, "floors": floors, "untrained": untrained,
-                "runs": len(rows), "trained_rule": study.trained_text(), "chance": chance}
+                "runs": len(rows), "missing": missing, "pending": pending,
+                "trained_rule": study.trained_text(), "chance": chance}
 
     hyp_cells, tests, directions = [], [], []
     for h in study.hypotheses:
@@ -733,6 +740,8 @@ def run_studies(studies: list[Study], budget: str, outs: dict[str, str | Path], 
     t0 = time.perf_counter()
     _check_stale(all_specs, folders, resume)
     tmp_runs = cache_dir / "_grids"
+    from .executors import ReportOnlyExecutor
+    report_only = isinstance(executor, ReportOnlyExecutor)  # the wall time is no training time
     rows_all = run_specs(flat, tmp_runs, executor=executor, progress=progress, log=log,
                          resume=resume, cache_dir=cache_dir) if flat else []
     wall = time.perf_counter() - t0
@@ -752,7 +761,7 @@ def run_studies(studies: list[Study], budget: str, outs: dict[str, str | Path], 
         shutil.rmtree(tmp_runs / st.name, ignore_errors=True)
         ev = evaluate_study(st, budget, rows)
         out.append(_write_study_report(st, budget, folders[st.name], rows, ev, command, wall,
-                                       cache_dir))
+                                       cache_dir, report_only=report_only))
     return out
 
 
@@ -787,20 +796,40 @@ def cell_line(c: dict[str, Any]) -> str:
     return f"{c['diff']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
 
 
+def validity_word(validity: Optional[dict[str, Any]]) -> str:
+    """``valid``, ``invalid`` (a floor missed), ``incomplete`` (a floor's runs not ended yet) or
+    ``-`` (made before validity gates)."""
+    if not validity or "valid" not in validity:
+        return "-"
+    if not validity["valid"]:
+        return "invalid"
+    return "incomplete" if validity.get("pending") or validity.get("missing") else "valid"
+
+
 def validity_line(validity: dict[str, Any]) -> str:
-    """One line: valid or invalid (why), and the untrained runs."""
-    un = validity["untrained"]
-    tail = (f"; {len(un)} of {validity['runs']} runs did not train (counted, listed)" if un
-            else f"; all {validity['runs']} runs trained")
-    if validity["valid"]:
-        met = ", ".join(f"{f['variant']} {f['mean']:.2f}% ≥ {f['min']:g}%" for f in validity["floors"][:4])
-        return f"**valid** (floors met: {met or 'none at this budget'}{'…' if len(validity['floors']) > 4 else ''}){tail}"
-    return f"**invalid**: {'; '.join(validity['reasons'])}{tail}"
+    """One line: valid, invalid (why) or incomplete (runs missing), and the untrained runs."""
+    un, missing = validity["untrained"], validity.get("missing", 0)
+    ended = validity["runs"] - missing
+    tail = (f"; {len(un)} of {ended} ended runs did not train (counted, listed)" if un
+            else f"; all {ended} ended runs trained")
+    if missing:
+        tail += f"; {missing} of {validity['runs']} runs not run yet"
+    if not validity["valid"]:
+        return f"**invalid**: {'; '.join(validity['reasons'])}{tail}"
+    met = [f for f in validity["floors"] if f["met"]]
+    text = ", ".join(f"{f['variant']} {f['mean']:.2f}% ≥ {f['min']:g}%" for f in met[:4])
+    more = "…" if len(met) > 4 else ""
+    if validity.get("pending") or missing:
+        unknown = f"; not yet known: {'; '.join(validity['pending'])}" if validity.get("pending") else ""
+        return f"**incomplete** (floors met so far: {text or 'none'}{more}{unknown}){tail}"
+    return f"**valid** (floors met: {text or 'none at this budget'}{more}){tail}"
 
 
 def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[str, Any]],
-                        ev: dict[str, Any], command: str, wall: float, cache_dir: Path) -> dict[str, Any]:
-    """results.csv, summary.csv, the plots, report.md and study.json of one study."""
+                        ev: dict[str, Any], command: str, wall: float, cache_dir: Path,
+                        report_only: bool = False) -> dict[str, Any]:
+    """results.csv, summary.csv, the plots, report.md and study.json of one study
+    (``report_only``: written from the cache alone, so the wall time is no training time)."""
     from .report import CSV_FIELDS, write_csv
 
     results, validity = ev["hypotheses"], ev["validity"]
@@ -813,7 +842,8 @@ def _write_study_report(study: Study, budget: str, out: Path, rows: list[dict[st
     md = _study_markdown(study, budget, rows, results, validity, tables)
     md += _made_and_plots(command, wall, rows, cache_dir, plots)
     (out / "report.md").write_text("\n".join(md))
-    doc = _study_doc(study, budget, rows, results, validity, tables, command, wall, plots)
+    doc = _study_doc(study, budget, rows, results, validity, tables, command, wall, plots,
+                     report_only)
     (out / "study.json").write_text(json.dumps(doc, indent=2, default=str))
     return {"rows": rows, "results": results, "validity": validity, "report": out / "report.md",
             "study_json": out / "study.json", "wall_time_s": wall}
@@ -905,7 +935,7 @@ def _made_and_plots(command: str, wall: float, rows: list[dict[str, Any]], cache
 
 def _study_doc(study: Study, budget: str, rows: list[dict[str, Any]], results: list[dict[str, Any]],
                validity: dict[str, Any], tables: dict[str, list[dict[str, Any]]], command: str,
-               wall: float, plots: dict[str, str]) -> dict[str, Any]:
+               wall: float, plots: dict[str, str], report_only: bool) -> dict[str, Any]:
     """study.json: what the evidence page reads."""
     import torch
 
@@ -916,7 +946,7 @@ def _study_doc(study: Study, budget: str, rows: list[dict[str, Any]], results: l
         "rule": study.rule_text(), "test": study.test, "confidence": study.confidence,
         "study_file": study.path, "study_sha256": hashlib.sha256(study.text.encode()).hexdigest(),
         "changes": study.changes, "command": command, "wall_time_s": wall,
-        "train_time_s": sum(r.get("train_time_s") or 0 for r in rows),
+        "train_time_s": sum(r.get("train_time_s") or 0 for r in rows), "report_only": report_only,
         "runs": len(rows), "finished": sum(r["status"] == "finished" for r in rows),
         "diverged": sum(r["status"] == "diverged" for r in rows),
         "failed": sum(r["status"] in ("failed", "missing") for r in rows),

@@ -20,6 +20,10 @@ first layer where they differ, the rest does not. Because order and augmentation
 (seed, epoch), a run resumed at an epoch boundary sees the same batches as an uninterrupted one;
 with ``deterministic=True`` on the CPU both reach the same final weights.
 
+In-memory data sets (Fashion-MNIST, CIFAR, digits) live on the training device: a CUDA run copies
+them there once, and cuts and augments its batches there (:func:`_augment`: one gather per batch;
+the draws stay on a CPU generator, so pairing by seed does not depend on the device).
+
 Step records (every ``log_every`` steps) hold, over the steps since the previous record: the mean
 loss ``loss``, the largest single-step loss ``loss_max``, the train accuracy ``acc`` (%), the
 largest gradient norm before clipping ``grad_norm``; and ``lr``, ``images_per_s``.
