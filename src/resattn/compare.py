@@ -29,7 +29,7 @@ from typing import Any, Optional
 from .attention import ATTN_NAMES
 from .data import DATASETS
 from .executors import DataSpec, Executor, Job, SequentialExecutor
-from .train import TrainConfig, config_changes, train
+from .train import TrainConfig, _with_precision, config_changes, train
 
 __all__ = ["VARIANTS", "CompareConfig", "RunSpec", "expand_grid", "run_compare", "run_specs"]
 
@@ -338,7 +338,7 @@ def _saved_precision(result: dict[str, Any]) -> Optional[str]:
     ``bf16``); None without a result."""
     if not result.get("config"):
         return None
-    return "bf16" if result["config"].get("bf16") else "fp32"
+    return _with_precision(result["config"])["precision"]
 
 
 def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:

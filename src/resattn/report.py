@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 
 from .machine import device_label  # noqa: F401 (public here since issue 13)
 

@@ -721,7 +721,6 @@ def run_studies(studies: list[Study], budget: str, outs: dict[str, str | Path], 
         ValueError: ``budget`` not in a study; runs in an output folder made with other options.
     """
     from .cache import default_cache_dir
-    from .compare import run_specs
     for st in studies:
         if budget not in st.budgets:
             raise ValueError(f"{st.path}: budget={budget!r} is not defined; this study has "

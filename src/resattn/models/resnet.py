@@ -32,7 +32,7 @@ from timm.models._features import feature_take_indices
 
 from ..blocks import (ActSpec, AttentionConfig, BasicBlock, Bottleneck, NormSpec, ResidualBlock,
                       _act, get_norm_layer)
-from ..modulation import FusedSwitch, Modulation, gamma_names, initial_theta
+from ..modulation import FusedSwitch, gamma_names, initial_theta
 from ._pretrained import clean_state_dict
 from ._registry import register_model
 
