@@ -38,8 +38,10 @@ def test_bf16_true_is_the_older_spelling_of_precision_bf16():
     old = {k: v for k, v in TrainConfig().to_dict().items() if k != "precision"}
     assert TrainConfig.from_dict({**old, "bf16": True}).precision == "bf16"
     assert TrainConfig.from_dict({**old, "bf16": False}).precision == "fp32"
-    with pytest.raises(ValueError, match="bf16=True contradicts precision='auto'"):
-        TrainConfig(bf16=True, precision="auto")
+    with pytest.raises(ValueError, match="bf16=True contradicts precision='fp32'"):
+        TrainConfig(bf16=True, precision="fp32")
+    with pytest.raises(ValueError, match="bf16=False contradicts precision='bf16'"):
+        TrainConfig(bf16=False, precision="bf16")
     assert TrainConfig(bf16=False, precision="fp32").precision == "fp32"
     with pytest.raises(ValueError, match="bf16='yes' must be true or false"):
         TrainConfig(bf16="yes").validate()
@@ -59,11 +61,25 @@ def test_bf16_false_in_an_old_config_stays_fp32_whatever_the_default(monkeypatch
 def test_old_saved_configs_resume_under_the_new_name():
     old = {k: v for k, v in TrainConfig().to_dict().items() if k != "precision"}
     assert config_changes({**old, "bf16": True}, TrainConfig(precision="bf16")) == {}
-    assert config_changes({**old, "bf16": False}, TrainConfig()) == {}
+    assert config_changes({**old, "bf16": False}, TrainConfig(precision="fp32")) == {}
     assert config_changes({**old, "bf16": False}, TrainConfig(precision="bf16")) == {
         "precision": ("fp32", "bf16")}
-    assert config_changes(TrainConfig(precision="auto").to_dict(), TrainConfig()) == {
-        "precision": ("auto", "fp32")}
+    here = resolve_precision("auto", "cpu")
+    # auto compares as what it means on this machine: a run made with it agrees with that
+    auto_cpu = TrainConfig(precision="auto", device="cpu")
+    assert config_changes(TrainConfig(precision=here, device="cpu").to_dict(), auto_cpu) == {}
+    other = "fp32" if here == "bf16" else "bf16"
+    assert config_changes(TrainConfig(precision=other, device="cpu").to_dict(), auto_cpu) == {
+        "precision": (other, here)}
+
+
+def test_the_default_precision_is_auto_and_a_cache_key_sees_what_it_resolves_to():
+    from resattn.cache import run_key
+    assert prec.DEFAULT_PRECISION == "auto" and TrainConfig().precision == "auto"
+    here = resolve_precision("auto", "cpu")
+    other = "fp32" if here == "bf16" else "bf16"
+    assert run_key(TrainConfig(device="cpu")) == run_key(TrainConfig(precision=here, device="cpu"))
+    assert run_key(TrainConfig(device="cpu")) != run_key(TrainConfig(precision=other, device="cpu"))
 
 
 @pytest.mark.parametrize("argv,expected", [
@@ -77,7 +93,7 @@ def test_cli_precision_and_its_alias(argv, expected):
     assert args.precision == expected
     args = build_parser().parse_args(["bench"] + ([a.replace("--bf16", "--dtype") for a in argv]
                                                   + (["bf16"] if argv == ["--bf16"] else [])))
-    assert args.dtype == [expected or "fp32"]
+    assert args.dtype == [expected or prec.DEFAULT_PRECISION]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--precision", "fp16"])
 

@@ -6,6 +6,8 @@ key of a run (:func:`run_key`) is the SHA-256 of:
 * every :class:`resattn.train.TrainConfig` field except those that only say *where* it runs
   (:data:`CACHE_IGNORED`: device, DataLoader workers, data folder, download, TensorBoard,
   torch.compile); the data set, its subsets, the epochs, batch, learning rate and seed are in it;
+  precision ``auto`` counts as what it resolves to here (``fp32`` or ``bf16``), so a run asked
+  for as ``auto`` and one asked for as ``bf16`` on a bf16 machine are one run;
 * the model as built: the meta-device model's module tree plus every block's resolved
   :class:`resattn.blocks.AttentionConfig` (defaults filled in, ``none`` for a plain block), so
   ``{pattern: dual}`` and ``{pattern: dual, skip_gamma_max: 0.25, stages: [2, 3]}`` share a key;
@@ -28,7 +30,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from .train import TrainConfig, _plain
+from .train import TrainConfig, _plain, _with_precision
 
 __all__ = ["CACHE_VERSION", "CACHE_IGNORED", "run_key", "rekey", "materialize", "default_cache_dir",
            "cached_mismatch"]
@@ -83,7 +85,7 @@ def _attention_fields() -> set[str]:
 
 def run_key(config: TrainConfig) -> str:
     """The cache key of a run (see the module docstring): 20 hex digits of a SHA-256."""
-    opts = {k: v for k, v in _plain(config.to_dict()).items()
+    opts = {k: v for k, v in _with_precision(_plain(config.to_dict()), resolve=True).items()
             if k not in CACHE_IGNORED and k != "model_kwargs"}
     ident = {"version": CACHE_VERSION, "options": opts,
              "model": _model_identity(config.model, dict(config.model_kwargs))}

@@ -23,7 +23,7 @@ __all__ = ["PRECISIONS", "DEFAULT_PRECISION", "validate_precision", "cpu_has_nat
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 #: The default of ``TrainConfig.precision`` and of the command line (one line to change).
-DEFAULT_PRECISION = "fp32"
+DEFAULT_PRECISION = "auto"
 
 _NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 

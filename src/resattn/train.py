@@ -202,18 +202,24 @@ RESUMABLE_CHANGES = frozenset({"log_every", "monitor", "monitor_every", "skip_ga
 
 def config_changes(saved: dict[str, Any], config: "TrainConfig") -> dict[str, tuple[Any, Any]]:
     """Options of ``config`` that differ from a saved run's (``RESUMABLE_CHANGES`` aside). A
-    saved config without ``precision`` (written before it existed) has ``bf16`` say it."""
-    saved, now = _with_precision(saved), _with_precision(_plain(config.to_dict()))
+    saved config without ``precision`` (written before it existed) has ``bf16`` say it; ``auto``
+    compares as what it resolves to on this machine (``fp32`` or ``bf16``)."""
+    saved = _with_precision(saved, resolve=True)
+    now = _with_precision(_plain(config.to_dict()), resolve=True)
     return {k: (saved.get(k), v) for k, v in now.items()
             if k not in RESUMABLE_CHANGES and saved.get(k) != v}
 
 
-def _with_precision(d: dict[str, Any]) -> dict[str, Any]:
-    """``d`` with ``precision`` (from ``bf16`` when missing) and without the ``bf16`` alias."""
+def _with_precision(d: dict[str, Any], *, resolve: bool = False) -> dict[str, Any]:
+    """``d`` with ``precision`` (from ``bf16`` when missing) and without the ``bf16`` alias.
+    ``resolve``: ``auto`` replaced by what it means on ``d``'s device here (``fp32`` or ``bf16``),
+    so that a run asked for as ``auto`` and one asked for as what ``auto`` gives compare equal."""
     d = dict(d)
     if "precision" not in d:
         d["precision"] = "bf16" if d.get("bf16") else "fp32"
     d.pop("bf16", None)
+    if resolve and d["precision"] == "auto":
+        d["precision"] = resolve_precision("auto", _select_device(str(d.get("device") or "auto")))
     return d
 
 
