@@ -194,5 +194,8 @@ def test_non_finite_test_loss_or_state_is_divergence(tmp_path, digits):
 def test_a_last_batch_of_one_is_skipped(tmp_path, digits):
     from resattn.workflow.data import load_dataset
     small = load_dataset("digits", train_subset=21)
-    cfg = TrainConfig(dataset="digits", model="resnet18", epochs=1, batch_size=4, monitor=False)
+    # lr 0.01: at the default 0.1 five steps of batch 4 put resnet18's test loss near 1e6 in
+    # fp32 and bf16 alike, and whether a run diverges is chance (seen in bf16, the default)
+    cfg = TrainConfig(dataset="digits", model="resnet18", epochs=1, batch_size=4, lr=0.01,
+                      monitor=False)
     assert train(cfg, tmp_path, bundle=small, progress=False).status == "finished"
