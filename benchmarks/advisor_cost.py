@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from resattn import create_model
-from resattn.advise import advise, dataset_batches
-from resattn.data import load_dataset
+from resattn.tools.advise import advise, dataset_batches
+from resattn.workflow.data import load_dataset
 
 STEPS_PER_RUN = 938
 CALLS = {

@@ -1,7 +1,7 @@
 """Which advisor score predicts what a gate buys? Reliability, short-horizon validity and cost.
 
 For cifar_resnet20 on Fashion-MNIST (batches of 128), at random init and after a short plain
-training, for each scoring method of :func:`resattn.advise`:
+training, for each scoring method of :func:`resattn.tools.advise`:
 
 * reliability: Spearman rho between the scores of two advisor seeds (other batches, other masks);
 * validity at the probe's horizon: the "oracle" gain of each gate is the held-out loss decrease
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 
 from resattn import create_model
-from resattn.advise import advise, dataset_batches, insert_candidates
-from resattn.data import load_dataset
+from resattn.tools.advise import advise, dataset_batches, insert_candidates
+from resattn.workflow.data import load_dataset
 
 STEPS_PER_RUN = 938  # Fashion-MNIST, batch 128, 2 epochs
 

@@ -8,7 +8,7 @@ Three stages, each resumable (finished runs are read back, never retrained):
    three-block models ``top3``/``bottom3`` (branch family) and each seed's ``random3``. Written
    to ``OUT/plan.json``; an existing plan is kept as it is (pre-registration).
 2. ``grid``: trains plain, every single placement, and top3/random3/bottom3 for every seed with
-   :func:`resattn.train.train` (``OUT/SETTING/runs/VARIANT/seedS``), in ``--workers``
+   :func:`resattn.workflow.train.train` (``OUT/SETTING/runs/VARIANT/seedS``), in ``--workers``
    processes (``concurrent.futures``, spawn), on ``--device``.
 3. ``analyse``: gains over plain (seed-paired), the gate test (do gains differ beyond seed noise:
    Friedman across placements, seeds as blocks), Spearman rho of advisor score vs mean gain with
@@ -88,8 +88,8 @@ def make_plan(out: Path, seeds: list[int], smoke: bool, data_dir: str | None = N
     import torch
 
     from resattn import create_model
-    from resattn.advise import advise, dataset_batches
-    from resattn.data import load_dataset
+    from resattn.tools.advise import advise, dataset_batches
+    from resattn.workflow.data import load_dataset
 
     bundle = load_dataset("fashion-mnist", data_dir)
     torch.manual_seed(ADVISOR["seed"])
@@ -152,8 +152,8 @@ def _run_one(run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
     """One training run in a worker process (data loaded once per process)."""
     import torch
 
-    from resattn.data import load_dataset
-    from resattn.train import TrainConfig, train
+    from resattn.workflow.data import load_dataset
+    from resattn.workflow.train import TrainConfig, train
 
     torch.set_num_threads(max(1, int(os.environ.get("ADVISOR_THREADS", "1"))))
     key = f"{config.get('train_subset')}-{config.get('test_subset')}"

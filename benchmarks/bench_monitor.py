@@ -12,20 +12,21 @@ and, since with ``every`` > 1 the median step is an unrecorded one, the median o
 ``--baseline-monitor`` adds a third side, the GateMonitor of another revision's monitor.py, in
 the same rotation, e.g. to compare with main's::
 
-    git show main:src/resattn/monitor.py > /tmp/monitor_main.py
+    git show main:src/resattn/tools/monitor.py > /tmp/monitor_main.py
     python benchmarks/bench_monitor.py --every 10 --steps 40 --baseline-monitor /tmp/monitor_main.py
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+from pathlib import Path
 import statistics
 import time
 
 import torch
 
 from resattn import create_model
-from resattn.monitor import GateMonitor
+from resattn.tools.monitor import GateMonitor
 
 
 def step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -37,7 +38,9 @@ def step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
 def load_monitor(path: str) -> type:
     """GateMonitor of the monitor.py at ``path``, imported as a module of the resattn package
     (its relative imports resolve to this checkout's resattn)."""
-    spec = importlib.util.spec_from_file_location("resattn._bench_baseline_monitor", path)
+    # a monitor.py of the flat layout (resattn/monitor.py) or of resattn/tools/
+    package = "resattn.tools" if Path(path).parent.name == "tools" else "resattn"
+    spec = importlib.util.spec_from_file_location(f"{package}._bench_baseline_monitor", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.GateMonitor

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from resattn import create_model
-from resattn.data import load_dataset
+from resattn.workflow.data import load_dataset
 
 
 def run(bundle, res_gamma_max, noise: float, steps: int, batch: int, lr: float, seed: int = 0):

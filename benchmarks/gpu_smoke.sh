@@ -13,7 +13,7 @@ $PY -m pytest tests/test_augment.py tests/test_precision.py -q -p no:cacheprovid
 $PY - <<'PY' 2>&1 | tee "$OUT/fused_bf16_cuda.txt"
 import copy, torch
 from resattn import create_model
-from resattn.modulation import fused
+from resattn.layers.modulation import fused
 for pattern, kw in (("dual", {}), ("branch", {"attn": "se"}), ("dual", {"res_attn": "cbam", "skip_attn": "se"})):
     m = create_model("cifar_resnet20", pattern=pattern, res_gamma_init=0.5, skip_gamma_init=0.2, **kw).cuda().eval()
     x = torch.randn(64, 3, 32, 32, device="cuda")

@@ -1,6 +1,6 @@
 """Where a training step's time goes, with torch.profiler: the data path against the model.
 
-Runs the training loop of ``resattn.train`` itself (its batches, augmentation and optimizer step)
+Runs the training loop of ``resattn.workflow.train`` itself (its batches, augmentation and optimizer step)
 for a few steps and reports the time inside ``data`` (cutting and augmenting the next batch) and
 ``step`` (forward, loss, backward, optimizer), then the operators of the step that took the most
 self time. With ``--variants`` it profiles each in turn (for example ``none`` and ``dual``) so the
@@ -21,13 +21,13 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 
 def _variant(spec: str) -> dict:
-    from resattn.bench import parse_variant
+    from resattn.tools.bench import parse_variant
     return parse_variant(spec)
 
 
 def profile_variant(spec: str, args: argparse.Namespace) -> None:
-    from resattn.data import load_dataset
-    from resattn.train import TrainConfig, _Dist, _epoch_batches, _prepare, _select_device, _step
+    from resattn.workflow.data import load_dataset
+    from resattn.workflow.train import TrainConfig, _Dist, _epoch_batches, _prepare, _select_device, _step
 
     n = args.batch_size * (args.steps + args.warmup)
     bundle = load_dataset(args.dataset, train_subset=n, test_subset=args.batch_size)

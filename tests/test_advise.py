@@ -8,12 +8,12 @@ import torch.nn as nn
 import torchvision
 
 from resattn import create_model
-from resattn.advise import (GATE_PATHS, Advice, Placement, advise, apply_placements,
+from resattn.tools.advise import (GATE_PATHS, Advice, Placement, advise, apply_placements,
                             dataset_batches, insert_candidates, load_applied, resolve_paths,
                             save_applied, select_placements)
-from resattn.blocks import BasicBlock
+from resattn.layers.blocks import BasicBlock
 from resattn.cli import main
-from resattn.weights import load_model
+from resattn.tools.weights import load_model
 
 TYPES = ("se", "eca", "cbam")
 

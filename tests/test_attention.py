@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 from resattn import ATTN_NAMES, Modulation, create_attention
-from resattn.attention import validate_attn
+from resattn.layers.attention import validate_attn
 
 
 #: timm attention types resattn leaves out, and why (each one not a z -> z * m(z)-like gate).
@@ -142,7 +142,7 @@ def test_identity_path_has_no_parameters():
     ("eca", {"kernel_size": False}, "kernel_size=False"),
 ])
 def test_bad_attention_arguments_name_the_argument(attn, kwargs, match):
-    from resattn.attention import create_attention
+    from resattn.layers.attention import create_attention
     with pytest.raises(ValueError, match=match):
         create_attention(attn, 16, **kwargs)
 

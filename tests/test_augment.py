@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resattn.train import TrainConfig, _augment, train
+from resattn.workflow.train import TrainConfig, _augment, train
 
 
 def _per_image_loop(x, gen, pad):
@@ -40,8 +40,8 @@ def test_augment_keeps_dtype_and_takes_channels_last():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_in_memory_data_lives_on_the_cuda_device(tmp_path):
-    from resattn.data import load_dataset
-    import resattn.train as t
+    from resattn.workflow.data import load_dataset
+    import resattn.workflow.train as t
     bundle = load_dataset("digits", train_subset=128, test_subset=64)
     seen = []
     step = t._step

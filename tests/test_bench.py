@@ -4,8 +4,8 @@ import csv
 import pytest
 import torch
 
-from resattn.bench import format_table, parse_variant, plot, run_bench, saved_bytes, write_csv
-from resattn.train import TrainConfig
+from resattn.tools.bench import format_table, parse_variant, plot, run_bench, saved_bytes, write_csv
+from resattn.workflow.train import TrainConfig
 
 
 def test_parse_variant():

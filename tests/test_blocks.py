@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from resattn import ATTN_NAMES, AttentionConfig, BasicBlock, Bottleneck
-from resattn.blocks import ShortcutA, resolve_pattern
+from resattn.layers.blocks import ShortcutA, resolve_pattern
 
 GATED = ("branch", "post", "pre", "dual")
 
@@ -173,3 +173,32 @@ def test_norm_layers(norm):
     assert torch.isfinite(y).all()
     with pytest.raises(ValueError, match="norm_layer='instnorm' is not allowed; allowed: batchnorm, groupnorm, layernorm"):
         BasicBlock(16, 16, 1, norm_layer="instnorm")
+
+
+def test_path_config_is_what_each_path_reads():
+    from resattn.layers.blocks import PATH_NAMES, PathConfig
+    cfg = AttentionConfig(pattern="dual", skip_gamma_max=0.5, res_gamma_init=0.1,
+                          res_modulation="gate", attn_kwargs={"rd_ratio": 0.25})
+    assert PATH_NAMES == ("attn", "skip", "res")
+    assert list(cfg.paths()) == ["skip", "res"]
+    assert cfg.path("skip") == PathConfig("skip", "eca", "near_identity", 0.0, 0.5, "scalar",
+                                          {"rd_ratio": 0.25})
+    assert cfg.path("res").function_changes() == ["res_modulation='gate'"]
+    assert cfg.path("skip").function_changes() == []
+    assert AttentionConfig(pattern="post", gamma_init=0.2, modulation="near_identity"
+                           ).path("attn").function_changes() == ["gamma_init=0.2"]
+    assert list(AttentionConfig(pattern="none").paths()) == []
+    assert list(AttentionConfig(pattern="pre").paths()) == ["attn"]
+    with pytest.raises(ValueError, match="path='mid' is not allowed; allowed: attn, skip, res"):
+        cfg.path("mid")
+    # the prefixed keyword names are what errors name
+    with pytest.raises(ValueError, match=r"\|res_gamma_init\|=0.5 must be < res_gamma_max=0.5"):
+        AttentionConfig(pattern="dual", res_gamma_init=0.5, res_gamma_max=0.5)
+    # a path's module is built from its PathConfig: same tree and values as the block's own
+    torch.manual_seed(0)
+    built = cfg.path("skip").build(16)
+    torch.manual_seed(0)
+    own = cfg.modulation_for("skip", 16)
+    assert built.arg == own.arg == "skip_attn" and built.gamma_max == 0.5
+    assert built.state_dict().keys() == own.state_dict().keys()
+    assert all(torch.equal(built.state_dict()[k], v) for k, v in own.state_dict().items())

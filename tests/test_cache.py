@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from resattn.cache import run_key
-from resattn.executors import ProcessExecutor, SequentialExecutor, make_executor
-from resattn.study import load_study, run_studies, run_study
-from resattn.train import TrainConfig, train
+from resattn.workflow.cache import run_key
+from resattn.workflow.executors import ProcessExecutor, SequentialExecutor, make_executor
+from resattn.workflow.study import load_study, run_studies, run_study
+from resattn.workflow.train import TrainConfig, train
 
 STUDY = """
 name: {name}
@@ -123,13 +123,17 @@ def test_the_cli_runs_several_studies_as_one_grid_into_one_folder(tmp_path, caps
                  "--executor", "processes", "--workers", "2", "--cpus-per-run", "1", "--no-progress"])
     assert code == 0, capsys.readouterr().err
     assert {p.name for p in root.iterdir()} == {"one-smoke", "two-smoke", "cache"}
+    # the cache holds the 4 trainings and nothing else (no staging copies of the study folders)
     assert len([p for p in (root / "cache").iterdir() if (p / "result.json").is_file()]) == 4
+    assert len(list((root / "cache").iterdir())) == 4
+    assert sorted(p.name for p in (root / "one-smoke" / "runs").iterdir()) == [
+        "plain-s0", "plain-s1", "shared-s0", "shared-s1"]
     doc = json.loads((root / "two-smoke" / "study.json").read_text())
     assert doc["finished"] == 4 and "--executor processes --workers 2" in doc["command"]
 
 
 def test_report_only_reads_the_cache_and_trains_nothing(tmp_path):
-    from resattn.executors import ReportOnlyExecutor
+    from resattn.workflow.executors import ReportOnlyExecutor
     one = _write(tmp_path, "one", "plain")
     fake = FakeTrain()
     root = tmp_path / "out"
@@ -159,7 +163,7 @@ def test_the_key_does_not_depend_on_how_torch_prints_a_module(monkeypatch):
 
 
 def test_rekey_moves_runs_to_their_current_keys(tmp_path):
-    from resattn.cache import rekey
+    from resattn.workflow.cache import rekey
     cfg = TrainConfig(model="cifar_resnet20", model_kwargs={"pattern": "none"}, dataset="digits")
     old = tmp_path / "0123456789abcdef0123"
     old.mkdir()

@@ -6,7 +6,7 @@ import sys
 import torch
 
 from resattn.cli import main
-from resattn.weights import load_model
+from resattn.tools.weights import load_model
 
 
 def test_convert_prints_parity_and_writes_a_loadable_checkpoint(tmp_path, capsys):

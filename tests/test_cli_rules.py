@@ -74,19 +74,19 @@ def test_study_without_a_budget_lists_the_budgets_and_runs_nothing(tmp_path, cap
 def test_threads_sets_torch_threads(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    monkeypatch.setattr("resattn.train.train", lambda *a, **k: (_ for _ in ()).throw(ValueError("stop")))
+    monkeypatch.setattr("resattn.workflow.train.train", lambda *a, **k: (_ for _ in ()).throw(ValueError("stop")))
     assert main(["train", "--threads", "1", "--dataset", "digits", "--out", str(tmp_path)]) == 2
     assert calls == [1]
     parser = build_parser()
     for command in ("train", "compare", "study"):
         assert "threads" in _help(parser, command)
-    from resattn.executors import make_executor
+    from resattn.workflow.executors import make_executor
     ray = pytest.importorskip("ray")  # noqa: F841
     assert make_executor("ray", threads=3).threads == 3
 
 
 def test_inspect_accepts_a_run_folder_and_a_resattn_timm_name(tmp_path, capsys):
-    from resattn.weights import build_model, save_checkpoint
+    from resattn.tools.weights import build_model, save_checkpoint
     save_checkpoint(build_model("cifar_resnet20", {"pattern": "dual"}), tmp_path / "checkpoint.pt")
     assert main(["inspect", str(tmp_path)]) == 0
     assert "dual" in capsys.readouterr().out
@@ -105,7 +105,7 @@ def test_inspect_accepts_a_run_folder_and_a_resattn_timm_name(tmp_path, capsys):
 ])
 def test_a_converted_model_remembers_its_source(tmp_path, build, arch):
     from resattn import convert
-    from resattn.weights import load_model, save_checkpoint
+    from resattn.tools.weights import load_model, save_checkpoint
     model = build().eval()
     convert(model, "dual", res_gamma_init=0.0)
     with torch.no_grad():  # the saved weights must be the ones that come back

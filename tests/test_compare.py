@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-import resattn.compare as compare_mod
+import resattn.workflow.compare as compare_mod
 from resattn.cli import main
-from resattn.compare import CompareConfig, expand_grid, run_compare
+from resattn.workflow.compare import CompareConfig, expand_grid, run_compare
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -11,7 +11,7 @@ import torchvision
 
 import resattn
 from resattn import ATTN_NAMES, create_model
-from resattn.convert import (ConversionReport, FunctionChangeWarning, TimmBasicBlock,
+from resattn.tools.convert import (ConversionReport, FunctionChangeWarning, TimmBasicBlock,
                              TimmBottleneck, _default_input, convert, find_residual_blocks,
                              parity_check)
 

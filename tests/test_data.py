@@ -1,4 +1,4 @@
-"""Tests for resattn.data on small files written in the real on-disk formats (no downloads)."""
+"""Tests for resattn.workflow.data on small files written in the real on-disk formats (no downloads)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import Subset, TensorDataset
 
 from resattn import data
-from resattn.data import DATASETS, DataBundle, DataNotFoundError, default_data_dir, load_dataset
+from resattn.workflow.data import DATASETS, DataBundle, DataNotFoundError, default_data_dir, load_dataset
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

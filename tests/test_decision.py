@@ -2,9 +2,9 @@
 zero spread, Holm, the one table of metric directions, and hypotheses true by construction."""
 import pytest
 
-from resattn.stability import HIGHER_IS_BETTER, higher_is_better
-from resattn.stats import OUTCOMES, decide, holm, paired_tests
-from resattn.study import cell_line, evaluate_study, load_study
+from resattn.workflow.stability import HIGHER_IS_BETTER, higher_is_better
+from resattn.workflow.stats import OUTCOMES, decide, holm, paired_tests
+from resattn.workflow.study import cell_line, evaluate_study, load_study
 
 STUDY = """
 name: t
@@ -71,7 +71,7 @@ def test_a_lost_pair_makes_the_cell_incomplete_not_silently_smaller(tmp_path):
 
 
 def test_runs_not_run_yet_make_the_study_incomplete_not_invalid_nor_untrained(tmp_path):
-    from resattn.study import validity_line, validity_word
+    from resattn.workflow.study import validity_line, validity_word
     rows = _rows(88.0, [1.0] * 6)
     missing = {"status": "missing", "final_acc": None, "initial_train_loss": None,
                "final_train_loss": None}
@@ -146,7 +146,7 @@ def test_one_table_of_metric_directions():
     from resattn import study
     assert study.METRICS is HIGHER_IS_BETTER
     # report.summarise reads the same table: fewer divergences is better
-    from resattn.report import summarise
+    from resattn.workflow.report import summarise
     rows = [{"run_id": f"{v}{s}", "variant": v, "attn": None, "seed": s, "cell": {}, "lr": 0.1,
              "status": st, "diverged": st == "diverged", "final_acc": 50.0, "best_acc": 50.0,
              "params": 1, "mflops": 1.0, "images_per_s": 1.0}
@@ -200,7 +200,7 @@ def test_the_evidence_page_answers_the_rule_clause_by_clause(tmp_path):
     study says "not tested"; smoke verdicts never answer a clause."""
     import json
 
-    from resattn.evidence import RULE_CLAUSES, build_evidence
+    from resattn.workflow.evidence import RULE_CLAUSES, build_evidence
     cell = {"cell": {}, "n": 5, "diff": 0.8, "std": 0.2, "ci_low": 0.55, "ci_high": 1.05,
             "method": "t", "p_diff_adj": 0.001, "p_equiv_adj": 0.9, "outcome": "better"}
     h = {"hypothesis": "`plain` vs `stage-1` on `final_acc`", "metric": "final_acc", "verdict": "better",

@@ -118,6 +118,12 @@ def test_readme_python_example_runs():
     exec(compile(code, "README.md", "exec"), {})
 
 
+def test_layout_page_python_runs_and_says_what_it_gives():
+    ns = {}
+    exec(compile(_blocks(ROOT / "docs" / "layout.md", "python")[0], "layout.md", "exec"), ns)
+    assert ns["cfg"].path("skip").gamma_max == 0.5 and list(ns["cfg"].paths()) == ["skip", "res"]
+
+
 def test_readme_fits_on_a_screen():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 120
 

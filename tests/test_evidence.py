@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from resattn.cli import main
-from resattn.data import flip_labels, load_dataset
-from resattn.stability import loss_spikes, max_grad_norm, min_skip_gain, run_stability, steps_to_mark
-from resattn.stats import OUTCOMES, format_mean, paired_difference, summarise_values, t_quantile
-from resattn.study import load_study
+from resattn.workflow.data import flip_labels, load_dataset
+from resattn.workflow.stability import loss_spikes, max_grad_norm, min_skip_gain, run_stability, steps_to_mark
+from resattn.workflow.stats import OUTCOMES, format_mean, paired_difference, summarise_values, t_quantile
+from resattn.workflow.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -108,7 +108,7 @@ def test_train_cli_accepts_no_attention_on_a_path_and_label_noise(tmp_path, caps
 
 
 def test_same_seed_runs_of_different_variants_see_the_same_batches(tmp_path, monkeypatch):
-    import resattn.train as train_mod
+    import resattn.workflow.train as train_mod
     seen: dict[str, list] = {}
     real = train_mod._epoch_batches
 
@@ -128,7 +128,7 @@ def test_same_seed_runs_of_different_variants_see_the_same_batches(tmp_path, mon
 
 def test_tensorboard_sink_writes_scalars(tmp_path):
     pytest.importorskip("tensorboard")
-    from resattn.train import TrainConfig, train
+    from resattn.workflow.train import TrainConfig, train
     digits = load_dataset("digits", train_subset=200)
     train(TrainConfig(dataset="digits", epochs=1, batch_size=50, log_every=1, tensorboard=True,
                       model_kwargs={"pattern": "dual"}), tmp_path, bundle=digits, progress=False)
@@ -262,7 +262,7 @@ def test_smoke_study_end_to_end_and_the_evidence_page(tmp_path, capsys):
 def test_tensorboard_missing_is_a_clear_error(monkeypatch):
     import importlib.util
 
-    from resattn.train import TrainConfig
+    from resattn.workflow.train import TrainConfig
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     with pytest.raises(ValueError, match=r"tensorboard=True needs the 'tensorboard' package: pip install 'resattn\[tensorboard\]'"):

@@ -15,9 +15,9 @@ import torch
 
 import resattn
 from resattn.cli import main
-from resattn.compare import CompareConfig, run_compare
-from resattn.executors import RayExecutor, SequentialExecutor, make_executor, read_result
-from resattn.weights import read_checkpoint
+from resattn.workflow.compare import CompareConfig, run_compare
+from resattn.workflow.executors import RayExecutor, SequentialExecutor, make_executor, read_result
+from resattn.tools.weights import read_checkpoint
 
 RUN_IDS = ["none-lr0.1-s0", "none-lr0.1-s1", "branch-se-lr0.1-s0", "branch-se-lr0.1-s1"]
 

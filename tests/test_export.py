@@ -61,7 +61,7 @@ def test_torch_compile_matches_eager(pattern):
 # ----------------------------------------------------------------------------- resattn export
 
 def _checkpoint(tmp_path):
-    from resattn.weights import build_model, save_checkpoint
+    from resattn.tools.weights import build_model, save_checkpoint
     kwargs = dict(pattern="dual", res_gamma_init=0.3, skip_gamma_init=0.1)
     model = build_model("cifar_resnet20", kwargs)
     return save_checkpoint(model, tmp_path / "tiny.pt"), model
@@ -103,7 +103,7 @@ def test_export_onnx_falls_back_to_the_legacy_exporter(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("fmt,suffix", [("torchscript", ".pt"), ("exported-program", ".pt2")])
 def test_export_torchscript_and_exported_program(tmp_path, fmt, suffix):
-    from resattn.export import export
+    from resattn.tools.export import export
     _, model = _checkpoint(tmp_path)
     report = export(model, tmp_path / "m", fmt)
     assert report.path == tmp_path / f"m{suffix}" and report.path.is_file()
@@ -112,7 +112,7 @@ def test_export_torchscript_and_exported_program(tmp_path, fmt, suffix):
 
 
 def test_export_bad_arguments(tmp_path):
-    from resattn.export import export
+    from resattn.tools.export import export
     model = create_model("cifar_resnet20")
     with pytest.raises(ValueError, match="format='tflite' is not allowed; allowed: onnx, torchscript"):
         export(model, tmp_path / "m", "tflite")
@@ -128,8 +128,8 @@ def test_export_bad_arguments(tmp_path):
 def test_export_never_writes_over_the_checkpoint_it_reads(tmp_path):
     """Issue 15: `export run/checkpoint.pt --format torchscript` wrote the archive over its input."""
     from resattn.cli import main
-    from resattn.export import export
-    from resattn.weights import load_model
+    from resattn.tools.export import export
+    from resattn.tools.weights import load_model
     path, _ = _checkpoint(tmp_path)
     before = path.read_bytes()
     report = export(path, None, "torchscript")

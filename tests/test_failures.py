@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import resattn.compare as compare_mod
+import resattn.workflow.compare as compare_mod
 from resattn.cli import main
-from resattn.compare import CompareConfig, run_compare
-from resattn.weights import CheckpointError, build_model, load_model, read_checkpoint, save_checkpoint
+from resattn.workflow.compare import CompareConfig, run_compare
+from resattn.tools.weights import CheckpointError, build_model, load_model, read_checkpoint, save_checkpoint
 
 
 def _cfg(out, **kw):
@@ -110,7 +110,7 @@ def test_checkpoint_problems_are_told_apart(tmp_path, name, kind, says):
 
 
 def test_a_legacy_format_checkpoint_still_reads_and_a_random_pickle_never_does(tmp_path):
-    from resattn.weights import read_checkpoint
+    from resattn.tools.weights import read_checkpoint
     sd = {"w": torch.arange(3.0)}
     torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
     assert torch.equal(read_checkpoint(tmp_path / "legacy.pt")["w"], sd["w"])
@@ -124,7 +124,7 @@ def test_a_legacy_format_checkpoint_still_reads_and_a_random_pickle_never_does(t
 # ----------------------------------------------------------------------------- metrics and Ray
 
 def test_read_metrics_tolerates_only_a_truncated_last_line(tmp_path):
-    from resattn.report import read_metrics
+    from resattn.workflow.report import read_metrics
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"type": "epoch", "epoch": 1}\n{"type": "epoch", "ep')  # killed mid-write
     assert read_metrics(tmp_path) == [{"type": "epoch", "epoch": 1}]
@@ -140,7 +140,7 @@ def test_an_unreachable_ray_address_fails_in_the_stated_time(tmp_path, capsys):
     import socket
     import time
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'resattn[ray]')")
-    from resattn.executors import RayExecutor, _check_reachable
+    from resattn.workflow.executors import RayExecutor, _check_reachable
     with socket.socket() as s:  # a port on this machine where nothing listens
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -182,8 +182,8 @@ def test_a_corrupt_checkpoint_does_not_stop_a_study(tmp_path, capsys):
     path = tmp_path / "s.yaml"
     path.write_text(STUDY)
     out = tmp_path / "out"
-    from resattn.cache import run_key
-    from resattn.study import load_study
+    from resattn.workflow.cache import run_key
+    from resattn.workflow.study import load_study
     spec = next(s for s in load_study(path).specs("smoke") if s.run_id == "a-s0")
     bad = tmp_path / "cache" / run_key(spec.config)  # runs train in the cache beside the study
     bad.mkdir(parents=True)

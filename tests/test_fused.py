@@ -8,8 +8,8 @@ import torch
 from torch.func import functional_call
 
 from resattn import ATTN_NAMES, AttentionConfig, BasicBlock, Bottleneck
-from resattn.masks import has_mask_form, mask_form
-from resattn.modulation import Modulation, fused, fused_enabled
+from resattn.layers.masks import has_mask_form, mask_form
+from resattn.layers.modulation import Modulation, fused, fused_enabled
 
 GATED = ("branch", "post", "pre", "dual")
 MASKED = tuple(a for a in ATTN_NAMES if a != "gca")
@@ -245,7 +245,7 @@ def test_a_pre_hook_inside_a_path_is_called():
 
 def test_the_switch_belongs_to_each_model():
     from resattn import create_model
-    from resattn.modulation import set_fused
+    from resattn.layers.modulation import set_fused
     a = create_model("cifar_resnet20", pattern="dual")
     b = create_model("cifar_resnet20", pattern="dual", fused=False)
     assert all(m.fused for m in a.modules() if hasattr(m, "set_fused"))
@@ -266,7 +266,7 @@ def test_the_switch_belongs_to_each_model():
 
 @pytest.mark.parametrize("call", ["fused", "set_fused"])
 def test_the_process_wide_switch_names_its_replacement(call):
-    import resattn.modulation as mod
+    import resattn.layers.modulation as mod
     with pytest.raises(TypeError, match=r"model.set_fused\(False\)"):
         if call == "fused":
             with mod.fused(False):
@@ -338,7 +338,7 @@ def test_torch_compile_fullgraph_every_pattern_and_type(pattern, attn, modulatio
 
 
 def test_scale_terms_matches_scaling_the_path_output():
-    from resattn.modulation import add_terms, scale_terms
+    from resattn.layers.modulation import add_terms, scale_terms
     mod = Modulation("cbam", 16, "near_identity", gamma_init=0.3)
     z = torch.randn(3, 16, 6, 6)
     keep = torch.tensor([0.0, 2.0, 1.0]).view(3, 1, 1, 1)
@@ -363,7 +363,7 @@ def test_low_precision_pooling_matches_mean_and_amax():
     """bf16 maps take their maxima from adaptive pooling and an fp32 channel max (amax is a slow
     path there) and their means from sums: the same values up to rounding; the same gradients,
     ties over channels shared as amax shares them."""
-    from resattn.masks import _MaxOverChannels, max_c, max_hw, mean_c, mean_hw
+    from resattn.layers.masks import _MaxOverChannels, max_c, max_hw, mean_c, mean_hw
     z = torch.randn(4, 16, 6, 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
     z[:, 3] = z[:, 7]  # ties over channels
     for fn, ref in ((max_c, lambda t: t.amax(1, keepdim=True)),

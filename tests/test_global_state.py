@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from resattn import study as study_mod
-from resattn.data import load_dataset
-from resattn.train import TrainConfig, train
+from resattn.workflow.data import load_dataset
+from resattn.workflow.train import TrainConfig, train
 
 # Writes the compare plots (all four: accuracy, loss, gamma, skip gain), a study report and a bench
 # plot under a caller who chose the "svg" backend and has pyplot open; prints what it finds after.
@@ -22,8 +22,8 @@ _REPORTS = textwrap.dedent("""
     matplotlib.use("svg")
     import matplotlib.pyplot as plt
 
-    from resattn.bench import BenchRow, plot
-    from resattn.report import summarise, write_plots
+    from resattn.tools.bench import BenchRow, plot
+    from resattn.workflow.report import summarise, write_plots
 
     out = Path(sys.argv[1])
     rows = []
@@ -118,7 +118,7 @@ def test_deterministic_flags_restored_after_an_error(tmp_path, digits, monkeypat
     torch.backends.cudnn.benchmark = True  # a caller who autotunes
     try:
         before = _flags()
-        import resattn.train as train_mod
+        import resattn.workflow.train as train_mod
 
         def boom(*a, **k):
             assert torch.are_deterministic_algorithms_enabled()
@@ -148,7 +148,7 @@ def test_model_check_cache_is_bounded(monkeypatch):
 
 
 def test_bench_leaves_the_callers_random_state():
-    from resattn.bench import run_bench
+    from resattn.tools.bench import run_bench
     torch.manual_seed(5)
     state = torch.get_rng_state()
     run_bench("cifar_resnet20", ["dual"], batch_size=2, input_shape=(1, 8, 8), steps=1, rounds=1,

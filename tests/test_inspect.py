@@ -5,9 +5,9 @@ import torch
 import torchvision
 
 from resattn import create_model
-from resattn.convert import convert
-from resattn.inspect import format_table, inspect_model
-from resattn.weights import load_model, save_checkpoint
+from resattn.tools.convert import convert
+from resattn.tools.inspect import format_table, inspect_model
+from resattn.tools.weights import load_model, save_checkpoint
 from conftest import n_params
 
 

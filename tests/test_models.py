@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 import resattn
-from resattn import ATTN_NAMES, create_model, list_models
+from resattn import ATTN_NAMES, ResNet, create_model, list_models
 from conftest import n_params
 
 
@@ -145,3 +145,11 @@ def test_one_backward_gives_every_parameter_a_grad():
 def test_zero_init_residual():
     m = create_model("resnet50", zero_init_residual=True)
     assert all(b.bn3.weight.abs().sum().item() == 0 for b in m.blocks())
+
+
+def test_resnet_options_are_the_constructors_own_keywords():
+    import inspect
+    from resattn.models.resnet import RESNET_OPTIONS
+    params = set(inspect.signature(ResNet.__init__).parameters)
+    assert set(RESNET_OPTIONS) == params - {"self", "block", "layers", "attn_kwargs"}
+    assert len(RESNET_OPTIONS) == len(set(RESNET_OPTIONS)) == 18

@@ -8,8 +8,8 @@ import torchvision
 
 import resattn
 from resattn import create_model
-from resattn.convert import convert
-from resattn.monitor import DEFAULT_THRESHOLD, GateMonitor
+from resattn.tools.convert import convert
+from resattn.tools.monitor import DEFAULT_THRESHOLD, GateMonitor
 
 
 def fro(t):
@@ -253,7 +253,7 @@ def test_on_gpu_values_stay_on_device_until_summary():
 
 def _hook_counts(model):
     """Forward hooks on the Modulations and on the residual blocks (and their submodules)."""
-    mods = [m for m in model.modules() if isinstance(m, resattn.modulation.Modulation)]
+    mods = [m for m in model.modules() if isinstance(m, resattn.layers.modulation.Modulation)]
     blocks = [m for b in model.modules() if isinstance(b, resattn.ResidualBlock)
               for m in b.modules()]
     return (sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in mods),

@@ -8,18 +8,18 @@ import torch
 import torch.nn as nn
 
 from resattn import create_model
-from resattn.blocks import AttentionConfig
+from resattn.layers.blocks import AttentionConfig
 from resattn.cli import main
-from resattn.compare import RunSpec, _flat_result
-from resattn.machine import machine_description
-from resattn.modulation import Modulation
-from resattn.report import machine_lines
-from resattn.train import TrainConfig, param_groups
+from resattn.workflow.compare import RunSpec, _flat_result
+from resattn.utils.machine import machine_description
+from resattn.layers.modulation import Modulation
+from resattn.workflow.report import machine_lines
+from resattn.workflow.train import TrainConfig, param_groups
 
 
 def test_one_machine_description_everywhere(tmp_path):
-    from resattn.data import load_dataset
-    from resattn.train import train
+    from resattn.workflow.data import load_dataset
+    from resattn.workflow.train import train
     bundle = load_dataset("digits", train_subset=64, test_subset=32)
     train(TrainConfig(dataset="digits", epochs=1, batch_size=64, augment=False), tmp_path,
           bundle=bundle, progress=False)
@@ -35,7 +35,7 @@ def test_flat_result_reads_the_model_defaults(pattern, monkeypatch):
     default = AttentionConfig()
     assert (row["skip_attn"], row["skip_modulation"]) == (default.skip_attn, default.skip_modulation)
     # another default in the model config is what the row reports (nothing hard-coded here)
-    import resattn.blocks as blocks
+    import resattn.layers.blocks as blocks
     monkeypatch.setattr(blocks, "AttentionConfig",
                         lambda: replace(default, skip_attn="se", skip_modulation="gate"))
     row = _flat_result({"status": "finished"}, spec)
@@ -64,7 +64,7 @@ def _groups_before(model, weight_decay, lr, gamma_lr_scale):
 
 def _converted():
     import torchvision
-    from resattn.convert import convert
+    from resattn.tools.convert import convert
     model = torchvision.models.resnet18(num_classes=10)
     convert(model, pattern="dual")  # in place
     return model

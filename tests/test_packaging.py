@@ -3,6 +3,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,3 +25,21 @@ def test_dependencies_are_ranges_and_the_makefile_pins_a_version_inside_them():
         assert pins[name] in reqs[name], f"Makefile pins {name}=={pins[name]} outside {reqs[name]}"
         low = next(s.version for s in reqs[name] if s.operator == ">=")
         assert oldest[name].rstrip(".") == low, "test-oldest installs the lower bound"
+
+
+def test_the_wheel_holds_every_subpackage(tmp_path):
+    """A non-editable install gets the whole layout (layers, models, tools, workflow, utils)."""
+    import subprocess
+    import sys
+    import zipfile
+    pytest.importorskip("setuptools")
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                          "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("resattn-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    packages = {n.rsplit("/", 1)[0] for n in names if n.startswith("resattn/") and n.endswith(".py")}
+    assert packages == {"resattn", "resattn/layers", "resattn/models", "resattn/tools",
+                        "resattn/utils", "resattn/workflow"}
+    assert "resattn/_aliases.py" in names and "resattn/workflow/study.py" in names

@@ -7,8 +7,8 @@ import torch
 
 from resattn import precision as prec
 from resattn.cli import build_parser, _training_kwargs
-from resattn.precision import resolve_precision
-from resattn.train import TrainConfig, config_changes, train
+from resattn.utils.precision import resolve_precision
+from resattn.workflow.train import TrainConfig, config_changes, train
 
 
 def test_resolve_precision(monkeypatch):
@@ -52,7 +52,7 @@ def test_bf16_true_is_the_older_spelling_of_precision_bf16():
 def test_bf16_false_in_an_old_config_stays_fp32_whatever_the_default(monkeypatch):
     """An old config's explicit bf16: false meant fp32; it keeps meaning that if the default
     precision becomes auto."""
-    import resattn.train as t
+    import resattn.workflow.train as t
     monkeypatch.setattr(t, "DEFAULT_PRECISION", "auto")
     assert TrainConfig(bf16=False, precision="auto").precision == "fp32"
     assert TrainConfig(bf16=True, precision="auto").precision == "bf16"
@@ -74,7 +74,7 @@ def test_old_saved_configs_resume_under_the_new_name():
 
 
 def test_the_default_precision_is_auto_and_a_cache_key_sees_what_it_resolves_to():
-    from resattn.cache import run_key
+    from resattn.workflow.cache import run_key
     assert prec.DEFAULT_PRECISION == "auto" and TrainConfig().precision == "auto"
     here = resolve_precision("auto", "cpu")
     other = "fp32" if here == "bf16" else "bf16"
@@ -104,7 +104,7 @@ def test_bench_takes_a_list_of_precisions():
 
 
 def test_run_records_the_resolved_precision(tmp_path, monkeypatch):
-    from resattn.data import load_dataset
+    from resattn.workflow.data import load_dataset
     monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: True)
     bundle = load_dataset("digits", train_subset=64, test_subset=32)
     cfg = TrainConfig(dataset="digits", epochs=1, batch_size=32, precision="auto", monitor=False,
@@ -117,7 +117,7 @@ def test_run_records_the_resolved_precision(tmp_path, monkeypatch):
 
 
 def test_command_line_precision_wins_over_a_files_bf16(tmp_path):
-    from resattn.study import load_study
+    from resattn.workflow.study import load_study
     text = (Path(__file__).parent.parent / "studies").glob("*.yaml")
     path = next(iter(sorted(text)))
     import yaml
@@ -131,8 +131,8 @@ def test_command_line_precision_wins_over_a_files_bf16(tmp_path):
 
 
 def test_reports_say_what_precision_ran():
-    from resattn.compare import _saved_precision
-    from resattn.report import machine_lines, precision_text
+    from resattn.workflow.compare import _saved_precision
+    from resattn.workflow.report import machine_lines, precision_text
     assert precision_text([{"precision": "bf16"}] * 3 + [{"precision": None}]) == \
         "bf16 (all 3 runs with a result)"
     assert precision_text([{"precision": "bf16"}, {"precision": "fp32"}]) == "bf16: 1 runs, fp32: 1 runs"

@@ -8,8 +8,8 @@ import pytest
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
-from resattn.report import accuracy_plot, paired_delta_plot, summarise  # noqa: E402
-from resattn.study import evaluate_study, load_study, _write_study_report  # noqa: E402
+from resattn.workflow.report import accuracy_plot, paired_delta_plot, summarise  # noqa: E402
+from resattn.workflow.study import evaluate_study, load_study, _write_study_report  # noqa: E402
 
 STUDY = """
 name: t
@@ -111,7 +111,7 @@ def test_paired_delta_plot_without_pairs_draws_nothing(tmp_path):
 
 
 def _table_rows(specs):
-    from resattn.compare import _flat_result
+    from resattn.workflow.compare import _flat_result
     return [{"run_id": s.run_id, "variant": s.variant, "attn": s.attn, "seed": s.seed, "lr": s.lr,
              "cell": dict(s.cell), **_flat_result({"status": "finished", "final_acc": 90.0 + i,
                                                    "params": 1, "mflops": 1.0}, s)}
@@ -124,8 +124,8 @@ def _attn_column(table):
 
 
 def test_tables_show_both_paths_of_dual(tmp_path):
-    from resattn.compare import CompareConfig, expand_grid
-    from resattn.report import format_table
+    from resattn.workflow.compare import CompareConfig, expand_grid
+    from resattn.workflow.report import format_table
     cfg = CompareConfig(dataset="digits", patterns=["none", "branch", "dual", "dual-gate"], seeds=[0])
     table = format_table(summarise(_table_rows(expand_grid(cfg)), baseline="none"), markdown=True)
     assert _attn_column(table) == {"none": "-", "branch": "se", "dual": "eca / cbam",

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from resattn.blocks import ResidualBlock
-from resattn.data import load_dataset
-from resattn.report import read_metrics
-from resattn.stability import run_stability
-from resattn.train import TrainConfig, train
-from resattn.weights import load_model
+from resattn.layers.blocks import ResidualBlock
+from resattn.workflow.data import load_dataset
+from resattn.workflow.report import read_metrics
+from resattn.workflow.stability import run_stability
+from resattn.workflow.train import TrainConfig, train
+from resattn.tools.weights import load_model
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from timm.models._manipulate import group_parameters
 
 from resattn import convert, create_model
 from resattn.models._timm import VARIANTS
-from resattn.weights import save_checkpoint
+from resattn.tools.weights import save_checkpoint
 from conftest import n_params
 
 ARCHS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "cifar_resnet20",

@@ -5,7 +5,7 @@ import timm
 import torch
 
 from resattn import create_model
-from resattn.weights import load_pretrained
+from resattn.tools.weights import load_pretrained
 
 
 def _randomise(model):

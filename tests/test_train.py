@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from resattn.data import load_dataset
+from resattn.workflow.data import load_dataset
 from resattn.models import create_model
-from resattn.train import TrainConfig, _keep_metrics_until, attention_parameters, param_groups, train
+from resattn.workflow.train import TrainConfig, _keep_metrics_until, attention_parameters, param_groups, train
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +154,8 @@ def test_two_process_ddp_on_cpu(tmp_path):
 def test_fine_tune_a_converted_checkpoint_attention_first(tmp_path, digits):
     import warnings
 
-    from resattn.convert import convert
-    from resattn.weights import save_checkpoint
+    from resattn.tools.convert import convert
+    from resattn.tools.weights import save_checkpoint
     torch.manual_seed(0)
     base = create_model("cifar_resnet20", in_chans=1, num_classes=7)  # "pretrained", 7 classes
     convert(base, pattern="dual")
@@ -174,7 +174,7 @@ def test_fine_tune_a_converted_checkpoint_attention_first(tmp_path, digits):
     # after both epochs the backbone moved too (phase 2 trains everything)
     assert not torch.equal(before["layer1.0.conv1.weight"], after["layer1.0.conv1.weight"])
     with pytest.raises(ValueError, match="takes 1 input channels, the data set 'cifar10'"):
-        from resattn.train import build_model
+        from resattn.workflow.train import build_model
         build_model(TrainConfig(init_from=str(path)), type(digits)(**{**digits.__dict__, "name": "cifar10", "in_chans": 3}))
 
 
@@ -192,7 +192,10 @@ def test_non_finite_test_loss_or_state_is_divergence(tmp_path, digits):
 
 
 def test_a_last_batch_of_one_is_skipped(tmp_path, digits):
-    from resattn.data import load_dataset
+    from resattn.workflow.data import load_dataset
     small = load_dataset("digits", train_subset=21)
-    cfg = TrainConfig(dataset="digits", model="resnet18", epochs=1, batch_size=4, monitor=False)
+    # lr 0.01: at the default 0.1 five steps of batch 4 put resnet18's test loss near 1e6 in
+    # fp32 and bf16 alike, and whether a run diverges is chance (seen in bf16, the default)
+    cfg = TrainConfig(dataset="digits", model="resnet18", epochs=1, batch_size=4, lr=0.01,
+                      monitor=False)
     assert train(cfg, tmp_path, bundle=small, progress=False).status == "finished"

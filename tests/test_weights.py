@@ -9,8 +9,8 @@ import torchvision
 
 import resattn
 from resattn import create_model
-from resattn.convert import convert
-from resattn.weights import (CHECKPOINT_FORMAT, LoadReport, clean_state_dict, load_model,
+from resattn.tools.convert import convert
+from resattn.tools.weights import (CHECKPOINT_FORMAT, LoadReport, clean_state_dict, load_model,
                              load_pretrained, make_checkpoint, parse_arch, save_checkpoint)
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .precision import DEFAULT_PRECISION
+from .utils.precision import DEFAULT_PRECISION
 
 __all__ = ["main", "build_parser"]
 
@@ -44,7 +44,7 @@ def _chw(s: str) -> list[int]:
 
 
 def _precision(s: str) -> str:
-    from .precision import PRECISIONS
+    from .utils.precision import PRECISIONS
     if s not in PRECISIONS:
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(PRECISIONS)}, got {s!r}")
     return s
@@ -147,7 +147,7 @@ def _training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    from .data import DATASETS
+    from .workflow.data import DATASETS
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, default=None, help="default fashion-mnist")
     g.add_argument("--data-dir", default=None, help="where the data set lies")
@@ -158,8 +158,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def _add_executor_args(p: argparse.ArgumentParser) -> None:
     """Where a grid's runs execute (``compare``; any command that runs a grid)."""
-    from .executors import EXECUTORS
-    g = p.add_argument_group("executor (where the runs execute; see resattn.executors)")
+    from .workflow.executors import EXECUTORS
+    g = p.add_argument_group("executor (where the runs execute; see resattn.workflow.executors)")
     g.add_argument("--executor", choices=EXECUTORS, default="sequential",
                    help="sequential: one run after another here (default); processes: --workers "
                         "runs at a time on this machine (concurrent.futures); ray: every run a Ray "
@@ -198,7 +198,7 @@ def _executor_from_args(args: argparse.Namespace):
         ValueError: Ray options without ``--executor ray``, bad numbers, or Ray not installed
             (the message names the extra ``resattn[ray]``).
     """
-    from .executors import make_executor
+    from .workflow.executors import make_executor
     try:
         return make_executor(args.executor, address=args.address, cpus_per_run=args.cpus_per_run,
                              gpus_per_run=args.gpus_per_run, workers=args.workers,
@@ -219,7 +219,7 @@ def _command_line(args: argparse.Namespace, drop: tuple[str, ...] = ()) -> str:
 # ----------------------------------------------------------------------------- commands
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+    from .workflow.train import TrainConfig, train
     cfg = TrainConfig(model=args.model, model_kwargs=_attention_kwargs(args),
                       **{k: v for k, v in dict(dataset=args.dataset, data_dir=args.data_dir,
                                                  download=args.download, train_subset=args.train_subset,
@@ -248,8 +248,8 @@ def _load_yaml(path: str) -> dict[str, Any]:
     """
     import yaml
 
-    from .compare import CompareConfig
-    from .train import TrainConfig
+    from .workflow.compare import CompareConfig
+    from .workflow.train import TrainConfig
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
@@ -282,13 +282,13 @@ def _load_yaml(path: str) -> dict[str, Any]:
 
 
 def compare_config(args: argparse.Namespace):
-    """The :class:`~resattn.compare.CompareConfig` of ``resattn compare`` arguments, with one
+    """The :class:`~resattn.workflow.compare.CompareConfig` of ``resattn compare`` arguments, with one
     precedence: flags > the ``--config`` YAML > defaults. ``--full`` and ``full: true`` each
     stand for ``quick: false, epochs: 15`` at their own level, below that level's explicit
     keys (``--full --epochs 3``: 3 epochs; a YAML with ``full: true`` and ``epochs: 3``: 3;
     a YAML with ``epochs: 3`` and the flag ``--full``: 15)."""
-    from .compare import FULL, CompareConfig
-    from .train import TrainConfig
+    from .workflow.compare import FULL, CompareConfig
+    from .workflow.train import TrainConfig
 
     opts: dict[str, Any] = {}
     if args.config:
@@ -319,7 +319,7 @@ def compare_config(args: argparse.Namespace):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import run_compare
+    from .workflow.compare import run_compare
     cfg = compare_config(args)
     executor = _executor_from_args(args)
     _apply_threads(args)
@@ -349,7 +349,7 @@ def _say_failures(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .study import estimate_cpu_hours, load_study, run_studies, validity_word
+    from .workflow.study import estimate_cpu_hours, load_study, run_studies, validity_word
 
     studies = [load_study(f) for f in args.files]
     if args.budget is None:
@@ -360,7 +360,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                 print(f"  {name:<6} {len(study.specs(name)):>3} runs  {opts}")
         return 0 if args.dry_run else 2
     if args.dry_run:
-        from .cache import run_key
+        from .workflow.cache import run_key
         keys: set[str] = set()
         for st in studies:
             specs = st.specs(args.budget)
@@ -388,7 +388,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     # the command that trains these runs: a --report-only report records that in study.json
     command = _command_line(args, drop=("--report-only",))
     if args.report_only:
-        from .executors import ReportOnlyExecutor
+        from .workflow.executors import ReportOnlyExecutor
         executor = ReportOnlyExecutor()
     else:
         executor = _executor_from_args(args)
@@ -408,7 +408,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
-    from .evidence import build_evidence
+    from .workflow.evidence import build_evidence
     path = build_evidence(args.runs, args.out)
     print(f"evidence page: {path}")
     return 0
@@ -425,8 +425,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .convert import convert, parity_check
-    from .weights import load_model, load_pretrained, save_checkpoint
+    from .tools.convert import convert, parity_check
+    from .tools.weights import load_model, load_pretrained, save_checkpoint
 
     model, meta = load_model(args.source)
     if args.weights:
@@ -454,8 +454,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import format_table, inspect_model
-    from .weights import load_model
+    from .tools.inspect import format_table, inspect_model
+    from .tools.weights import load_model
 
     model, _ = load_model(args.source)
     print(format_table(inspect_model(model)))
@@ -463,7 +463,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export
+    from .tools.export import export
     report = export(args.checkpoint, args.out, args.format, batch=args.batch,
                     image_size=args.size, onnx_exporter=args.onnx_exporter, opset=args.opset)
     print(report)
@@ -473,11 +473,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from .bench import DEFAULT_VARIANTS, format_table, plot, run_bench, write_csv
+    from .tools.bench import DEFAULT_VARIANTS, format_table, plot, run_bench, write_csv
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from .report import device_label
+    from .workflow.report import device_label
     rows = run_bench(args.model, args.variants or DEFAULT_VARIANTS, batch_size=args.batch_size,
                      input_shape=tuple(args.input), steps=args.steps, rounds=args.rounds,
                      dtype=args.dtype, channels_last=not args.no_channels_last,
@@ -496,9 +496,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    from .advise import advise, dataset_batches, save_applied
-    from .data import load_dataset
-    from .weights import load_model, parse_arch
+    from .tools.advise import advise, dataset_batches, save_applied
+    from .workflow.data import load_dataset
+    from .tools.weights import load_model, parse_arch
 
     bundle = load_dataset(args.dataset or "fashion-mnist", args.data_dir, download=bool(args.download),
                           train_subset=args.train_subset, seed=args.seed)
@@ -532,17 +532,15 @@ def cmd_advise(args: argparse.Namespace) -> int:
             for p in model.resattn_advice))
         if args.out:
             print(f"model: {save_applied(model, Path(args.out) / 'applied.pt')} "
-                  "(resattn.advise.load_applied rebuilds it)")
+                  "(resattn.tools.advise.load_applied rebuilds it)")
     return 0
 
 
 # ----------------------------------------------------------------------------- parser
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="resattn", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    from .train import TrainConfig
+def _add_train_command(sub: Any) -> None:
+    """The ``resattn train`` subcommand."""
+    from .workflow.train import TrainConfig
     d = TrainConfig()
     t = sub.add_parser("train", help="train one model")
     t.add_argument("--model", default=d.model,
@@ -571,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_args(t)
     t.set_defaults(func=cmd_train)
 
+
+def _add_compare_command(sub: Any) -> None:
+    """The ``resattn compare`` subcommand."""
     c = sub.add_parser("compare", help="train a grid of patterns and write a report (the main job)")
     c.add_argument("--config", default=None,
                    help="YAML file with compare options; flags override it, it overrides the "
@@ -598,16 +599,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_threads_arg(c)
     c.add_argument("--cache", default=None, metavar="DIR",
-                   help="train through the run cache DIR (resattn.cache; shared with studies, "
+                   help="train through the run cache DIR (resattn.workflow.cache; shared with studies, "
                         "e.g. runs/studies/cache): identical runs are trained once")
     _add_data_args(c)
     _add_training_args(c)
     _add_executor_args(c)
     c.set_defaults(func=cmd_compare)
 
+
+def _add_study_command(sub: Any) -> None:
+    """The ``resattn study`` subcommand."""
     s = sub.add_parser("study", help="run a pre-registered study file and write its report and verdict")
     s.add_argument("files", nargs="+", metavar="FILE",
-                   help="study YAML (see studies/ and resattn.study); several files run as one grid "
+                   help="study YAML (see studies/ and resattn.workflow.study); several files run as one grid "
                         "(shared runs trained once), each study in OUT/<file stem>-<budget>")
     s.add_argument("--budget", choices=("smoke", "cpu", "full"), default=None,
                    help="smoke: a plumbing check; cpu: 2 cores; full: a GPU. Without "
@@ -616,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one file: its output folder (default runs/studies/NAME-BUDGET); several: "
                         "the root that holds their folders and the run cache (default runs/studies)")
     s.add_argument("--cache", default=None,
-                   help="the run cache (resattn.cache; default: beside the output folder(s), "
+                   help="the run cache (resattn.workflow.cache; default: beside the output folder(s), "
                         "<parent>/cache or OUT/cache)")
     s.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     s.add_argument("--precision", type=_precision, default=None,
@@ -642,11 +646,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_args(s)
     s.set_defaults(func=cmd_study)
 
+
+def _add_evidence_command(sub: Any) -> None:
+    """The ``resattn evidence`` subcommand."""
     e = sub.add_parser("evidence", help="build the evidence page from finished study folders")
     e.add_argument("runs", nargs="+", help="study output folders (each with study.json)")
     e.add_argument("--out", default="docs/evidence.md", help="the page (plots go to its folder/evidence/)")
     e.set_defaults(func=cmd_evidence)
 
+
+def _add_convert_command(sub: Any) -> None:
+    """The ``resattn convert`` subcommand."""
     v = sub.add_parser("convert", help="retrofit attention into a (pretrained) ResNet, checking parity")
     v.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME (resattn_* names "
                                   "without it), a checkpoint path or a run folder")
@@ -659,11 +669,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attention_args(v)
     v.set_defaults(func=cmd_convert)
 
+
+def _add_inspect_command(sub: Any) -> None:
+    """The ``resattn inspect`` subcommand."""
     i = sub.add_parser("inspect", help="per-block table: pattern, attention, gamma, parameters")
     i.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME (resattn_* names "
                                   "without it), a checkpoint path or a run folder")
     i.set_defaults(func=cmd_inspect)
 
+
+def _add_export_command(sub: Any) -> None:
+    """The ``resattn export`` subcommand."""
     e = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram (dynamic batch, "
                                       "height, width) and check it against PyTorch at three sizes")
     e.add_argument("checkpoint", help="resattn checkpoint path (or an architecture spec)")
@@ -681,6 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=None, help="ONNX opset (exporter's default)")
     e.set_defaults(func=cmd_export)
 
+
+def _add_bench_command(sub: Any) -> None:
+    """The ``resattn bench`` subcommand."""
     b = sub.add_parser("bench", help="time, saved-for-backward bytes and FLOPs of each pattern vs "
                                      "plain and timm's peers, in one interleaved run (CSV + PNG)")
     b.add_argument("--model", default="cifar_resnet20", help="resattn model (default: %(default)s)")
@@ -710,6 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="runs/bench", help="folder for bench.csv and bench.png")
     b.set_defaults(func=cmd_bench)
 
+
+def _add_advise_command(sub: Any) -> None:
+    """The ``resattn advise`` subcommand."""
     a = sub.add_parser("advise", help="rank where attention would help in a model (inert "
                        "candidate gates scored on a few batches); optionally open the top K")
     a.add_argument("source", help="resattn name, torchvision:NAME, timm:NAME, or checkpoint path")
@@ -734,6 +756,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", default=None, help="folder for advice.csv/.md/.json/.png, applied.pt")
     _add_data_args(a)
     a.set_defaults(func=cmd_advise)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``resattn`` parser: one subcommand per ``_add_<command>_command``."""
+    p = argparse.ArgumentParser(prog="resattn", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_train_command, _add_compare_command, _add_study_command,
+                _add_evidence_command, _add_convert_command, _add_inspect_command,
+                _add_export_command, _add_bench_command, _add_advise_command):
+        add(sub)
     return p
 
 

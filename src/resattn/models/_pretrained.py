@@ -2,10 +2,10 @@
 
 :func:`load_pretrained` loads backbone weights into a model that may have attention the weights
 do not know about: every backbone tensor must load (same key, same shape); only the parameters of
-resattn's :class:`~resattn.modulation.Modulation` modules (attention and gamma) may stay new.
+resattn's :class:`~resattn.layers.modulation.Modulation` modules (attention and gamma) may stay new.
 
 This module sits below the model builders (they call it for ``pretrained=...``) and imports no
-other resattn module than :mod:`resattn.modulation`; :mod:`resattn.weights` re-exports it next to
+other resattn module than :mod:`resattn.layers.modulation`; :mod:`resattn.tools.weights` re-exports it next to
 the checkpoint format.
 """
 import os
@@ -18,7 +18,7 @@ from typing import Any, Union
 import torch
 import torch.nn as nn
 
-from ..modulation import Modulation
+from ..layers.modulation import Modulation
 
 __all__ = ["TORCHVISION_WEIGHTS", "LoadReport", "CheckpointError", "load_pretrained", "read_checkpoint",
            "map_timm_attention_keys",
@@ -243,7 +243,7 @@ def map_timm_attention_keys(state: Mapping[str, torch.Tensor], own: Mapping[str,
     timm's ResNets with attention (``seresnet50``; ``resnet50`` built with
     ``block_args={'attn_layer': 'eca' | 'cbam' | ...}``) keep the attention module of block
     ``layerS.B`` at ``layerS.B.se``, after the branch's last norm. resattn's pattern ``branch``
-    has it at the same place, wrapped in a gate (:class:`~resattn.modulation.Modulation`):
+    has it at the same place, wrapped in a gate (:class:`~resattn.layers.modulation.Modulation`):
     ``layerS.B.attn.attn``. A key is renamed only when the new name is one of ``own``'s and the
     old one is not, so the rest of the state_dict is left as it is."""
     out: dict[str, torch.Tensor] = {}

@@ -27,7 +27,7 @@ from .resnet import ResNet, create_resnet
 
 __all__ = ["VARIANTS", "CIFAR10_MEAN", "CIFAR10_STD"]
 
-#: CIFAR-10 training-set per-channel statistics (pixels in [0, 1]), as :mod:`resattn.data`.
+#: CIFAR-10 training-set per-channel statistics (pixels in [0, 1]), as :mod:`resattn.workflow.data`.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 

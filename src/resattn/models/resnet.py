@@ -30,9 +30,9 @@ from timm.layers import DropPath, create_classifier
 from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models._features import feature_take_indices
 
-from ..blocks import (ActSpec, AttentionConfig, BasicBlock, Bottleneck, NormSpec, ResidualBlock,
-                      _act, get_norm_layer)
-from ..modulation import FusedSwitch, gamma_names, initial_theta
+from ..layers.blocks import (ATTENTION_OPTIONS, ActSpec, AttentionConfig, BasicBlock, Bottleneck,
+                             NormSpec, ResidualBlock, _act, get_norm_layer)
+from ..layers.modulation import FusedSwitch, gamma_names, initial_theta
 from ._pretrained import clean_state_dict
 from ._registry import register_model
 
@@ -47,13 +47,18 @@ Placement = Union[Iterable[Union[int, str]], Callable[[int, int], bool], None]
 #: ``global_pool`` values (timm's ``SelectAdaptivePool2d``; ``''`` keeps the feature map).
 POOL_TYPES: Tuple[str, ...] = ("avg", "max", "avgmax", "catavgmax", "")
 
-_ATTN_FIELDS = tuple(AttentionConfig.__dataclass_fields__)
-_PATH_PREFIX = {"attn": "", "skip_attn": "skip_", "res_attn": "res_"}
+#: :class:`ResNet`'s own keyword options (its attention options are ``ATTENTION_OPTIONS``);
+#: ``tests/test_models.py`` checks this against the constructor's signature.
+RESNET_OPTIONS: Tuple[str, ...] = (
+    "widths", "num_classes", "in_chans", "stem", "stem_width", "shortcut", "stages", "norm_layer",
+    "act_layer", "zero_init_residual", "drop_rate", "drop_path_rate", "global_pool", "groups",
+    "width_per_group", "device", "dtype", "fused")
+_PATH_NAME = {"attn": "attn", "skip_attn": "skip", "res_attn": "res"}  # block attribute -> path
 
 
 def split_model_kwargs(kwargs: Dict[str, Any]) -> Tuple[AttentionConfig, Dict[str, Any]]:
     """Split keyword arguments into an :class:`AttentionConfig` and the rest."""
-    attn_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _ATTN_FIELDS}
+    attn_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in ATTENTION_OPTIONS}
     return AttentionConfig(**attn_kw), kwargs
 
 
@@ -124,9 +129,9 @@ class ResNet(FusedSwitch, nn.Module):
         groups, width_per_group: ResNeXt-style grouped 3x3 convolutions (Bottleneck only).
         device, dtype: where and in which dtype the parameters are created (``'meta'`` builds
             without memory; timm's ``create_model`` passes them).
-        fused: gated paths in their fused form (:mod:`resattn.modulation`); False: the reference
+        fused: gated paths in their fused form (:mod:`resattn.layers.modulation`); False: the reference
             form. :meth:`set_fused` changes it later, for this model only.
-        **attn_kwargs: fields of :class:`~resattn.blocks.AttentionConfig` (``pattern``, ``attn``,
+        **attn_kwargs: fields of :class:`~resattn.layers.blocks.AttentionConfig` (``pattern``, ``attn``,
             ``modulation``, ``gamma_init``, ``gamma_max``, ``skip_attn``, ``res_attn``, ...).
 
     Shape:
@@ -156,10 +161,10 @@ class ResNet(FusedSwitch, nn.Module):
                  dtype: Optional[torch.dtype] = None, fused: bool = True,
                  **attn_kwargs: Any) -> None:
         super().__init__()
-        unknown = set(attn_kwargs) - set(_ATTN_FIELDS)
+        unknown = set(attn_kwargs) - set(ATTENTION_OPTIONS)
         if unknown:
             raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; attention options "
-                            f"are: {', '.join(_ATTN_FIELDS)}")
+                            f"are: {', '.join(ATTENTION_OPTIONS)}")
         config, _ = split_model_kwargs(dict(attn_kwargs))
         for name, v in (("num_classes", num_classes), ("in_chans", in_chans)):
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "num_classes" else 1):
@@ -264,9 +269,8 @@ class ResNet(FusedSwitch, nn.Module):
             for blk in self.blocks():
                 for path, mod in blk.gated_paths().items():
                     if mod.gamma is not None:
-                        p = _PATH_PREFIX[path]
-                        mod.gamma.fill_(initial_theta(getattr(blk.config, f"{p}gamma_init"),
-                                                      getattr(blk.config, f"{p}gamma_max")))
+                        cfg = blk.config.path(_PATH_NAME[path])
+                        mod.gamma.fill_(initial_theta(cfg.gamma_init, cfg.gamma_max))
         self._init_backbone(zero_init_residual)
 
     def blocks(self) -> List[ResidualBlock]:

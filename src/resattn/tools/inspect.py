@@ -9,9 +9,9 @@ from typing import Any
 
 import torch.nn as nn
 
-from .blocks import ResidualBlock
+from ..layers.blocks import ResidualBlock
 from .convert import find_residual_blocks
-from .modulation import Modulation
+from ..layers.modulation import Modulation
 
 __all__ = ["inspect_model", "format_table"]
 

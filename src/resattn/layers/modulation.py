@@ -18,7 +18,7 @@ gamma can leave [-1, 1] and, once gamma * m < -1 somewhere, 1 + gamma * m(z) cha
 then inverts its input there. A tester saw a residual gamma reach -2.2 within 30 steps on noisy
 data; set ``gamma_max`` (for example 1.0) where the sign must stay.
 
-Fused paths. For an attention type with a mask form (:mod:`resattn.masks`: every timm type resattn
+Fused paths. For an attention type with a mask form (:mod:`resattn.layers.masks`: every timm type resattn
 supports except ``gca``) the path is computed from the mask, in one operation on the full map:
 
     gate:           out = z * m                     (CBAM: p * m_s, p = z * m_c)
@@ -267,7 +267,7 @@ class Modulation(FusedSwitch, nn.Module):
         gamma: the stored parameter (theta when bounded), only with ``near_identity``.
 
     Raises:
-        ValueError: see :func:`validate_modulation` and :func:`resattn.attention.validate_attn`;
+        ValueError: see :func:`validate_modulation` and :func:`resattn.layers.attention.validate_attn`;
             in training, an input of batch 1 and size 1x1 to a type with a BatchNorm inside
             (``cbam``), which names the input's shape.
 

@@ -3,13 +3,13 @@
 Two runs are the same run when their resolved model, training options, data and seed agree. The
 key of a run (:func:`run_key`) is the SHA-256 of:
 
-* every :class:`resattn.train.TrainConfig` field except those that only say *where* it runs
+* every :class:`resattn.workflow.train.TrainConfig` field except those that only say *where* it runs
   (:data:`CACHE_IGNORED`: device, DataLoader workers, data folder, download, TensorBoard,
   torch.compile); the data set, its subsets, the epochs, batch, learning rate and seed are in it;
   precision ``auto`` counts as what it resolves to here (``fp32`` or ``bf16``), so a run asked
   for as ``auto`` and one asked for as ``bf16`` on a bf16 machine are one run;
 * the model as built: the meta-device model's module tree plus every block's resolved
-  :class:`resattn.blocks.AttentionConfig` (defaults filled in, ``none`` for a plain block), so
+  :class:`resattn.layers.blocks.AttentionConfig` (defaults filled in, ``none`` for a plain block), so
   ``{pattern: dual}`` and ``{pattern: dual, skip_gamma_max: 0.25, stages: [2, 3]}`` share a key;
 * :data:`CACHE_VERSION`, raised when a change of the training code makes old runs unusable.
 
@@ -48,7 +48,7 @@ def _model_identity(name: str, model_kwargs: dict[str, Any]) -> str:
         import dataclasses
         import warnings
 
-        from .models import create_model
+        from ..models import create_model
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = create_model(name, **{**model_kwargs, "device": "meta"})
@@ -79,8 +79,8 @@ def _tree(model: Any) -> list[str]:
 
 
 def _attention_fields() -> set[str]:
-    from .models.resnet import _ATTN_FIELDS
-    return set(_ATTN_FIELDS)
+    from ..layers.blocks import ATTENTION_OPTIONS
+    return set(ATTENTION_OPTIONS)
 
 
 def run_key(config: TrainConfig) -> str:

@@ -1,10 +1,10 @@
 """Stability of a run, measured from its step log (``metrics.jsonl``), so finished runs qualify.
 
 Every metric is defined here, once. Step records hold window statistics over the ``log_every``
-steps since the previous record (see :mod:`resattn.train`): ``loss`` (mean), ``loss_max`` (largest
+steps since the previous record (see :mod:`resattn.workflow.train`): ``loss`` (mean), ``loss_max`` (largest
 single-step loss), ``acc`` (train accuracy, %), ``grad_norm`` (largest gradient norm before
 clipping). Epoch records hold ``train_loss`` and, with the gate monitor on, ``gates``: per block
-``skip_gain`` (‖s‖/‖skip(x)‖ of :class:`resattn.monitor.GateMonitor`) and the effective
+``skip_gain`` (‖s‖/‖skip(x)‖ of :class:`resattn.tools.monitor.GateMonitor`) and the effective
 ``gamma/skip_attn`` (γ_s) and ``gamma/res_attn`` (γ_r), means over the epoch's sampled training
 forwards; and ``gates_end``: the same statistics of the model at the end of the epoch (one eval
 forward), which the end-of-epoch values below read when a record has them.

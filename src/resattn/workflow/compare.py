@@ -13,8 +13,8 @@ A grid is variants x attention types x learning rates x seeds. Variants are the 
 
 Every run has its own folder under ``out/runs/``; a run with a ``result.json`` is finished and
 skipped when the same command runs again, a run with only a checkpoint resumes. A run that raises
-is recorded as ``failed`` and the grid goes on. See :mod:`resattn.report` for what is written.
-Where the runs execute (here, one after another, or as Ray tasks) is :mod:`resattn.executors`.
+is recorded as ``failed`` and the grid goes on. See :mod:`resattn.workflow.report` for what is written.
+Where the runs execute (here, one after another, or as Ray tasks) is :mod:`resattn.workflow.executors`.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from .attention import ATTN_NAMES
+from ..layers.attention import ATTN_NAMES
 from .data import DATASETS
 from .executors import DataSpec, Executor, Job, SequentialExecutor
 from .train import TrainConfig, _with_precision, config_changes, train
@@ -207,7 +207,7 @@ def _mismatch(run_dir: Path, config: TrainConfig, resume: bool = True) -> Option
     if (run_dir / "result.json").exists():
         saved = json.loads((run_dir / "result.json").read_text()).get("config")
     elif resume and (run_dir / "checkpoint.pt").exists():
-        from .weights import CheckpointError, read_checkpoint
+        from ..tools.weights import CheckpointError, read_checkpoint
         try:
             ckpt = read_checkpoint(run_dir / "checkpoint.pt")
         except CheckpointError:  # that run fails alone, saying why and how to go on
@@ -226,18 +226,18 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
                 cache_dir: Optional[str | Path] = None) -> dict[str, Any]:
     """Run (or continue) the grid and write the report.
 
-    ``executor``: where the runs execute (:mod:`resattn.executors`); default one after another
+    ``executor``: where the runs execute (:mod:`resattn.workflow.executors`); default one after another
     in this process. The report is the same for every executor. ``resume=False``: runs without
     a ``result.json`` start over instead of continuing from their checkpoint (one that cannot be
     read, for example); finished runs are still reused. ``cache_dir``: train through the
-    run cache (:mod:`resattn.cache`), sharing runs with studies and other grids that use it; each
+    run cache (:mod:`resattn.workflow.cache`), sharing runs with studies and other grids that use it; each
     run folder then holds copies of the result and metrics, the checkpoint stays in the cache.
 
     Returns:
         ``{"rows": [...], "paths": {...}, "table": str, "wall_time_s": float}``.
 
     Raises:
-        ValueError: bad grid; :class:`resattn.data.DataNotFoundError`: data missing (before any run).
+        ValueError: bad grid; :class:`resattn.workflow.data.DataNotFoundError`: data missing (before any run).
     """
     cfg.validate()
     out = Path(cfg.out)
@@ -255,19 +255,22 @@ def run_compare(cfg: CompareConfig, *, command: Optional[str] = None, progress: 
     return {"rows": rows, "paths": paths, "table": table, "wall_time_s": wall}
 
 
-def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[Executor] = None,
-              progress: bool = True, log=print, resume: bool = True,
-              cache_dir: Optional[str | Path] = None) -> list[dict[str, Any]]:
-    """Execute a list of runs, each in ``runs_dir/<run_id>``; the one runner of compare and study.
+def run_specs(specs: list[RunSpec], runs_dir: Optional[str | Path], *,
+              executor: Optional[Executor] = None, progress: bool = True, log=print,
+              resume: bool = True, cache_dir: Optional[str | Path] = None,
+              run_dirs: Optional[dict[str, Path]] = None) -> list[dict[str, Any]]:
+    """Execute a list of runs, each in ``runs_dir/<run_id>`` (or ``run_dirs[run_id]`` where
+    ``run_dirs`` is given: a study grid puts each run in its own study's folder); the one runner
+    of compare and study.
 
-    The runs go to ``executor`` (default :class:`resattn.executors.SequentialExecutor`, one after
-    another in this process; see :mod:`resattn.executors` for processes and Ray). A run with a
+    The runs go to ``executor`` (default :class:`resattn.workflow.executors.SequentialExecutor`, one after
+    another in this process; see :mod:`resattn.workflow.executors` for processes and Ray). A run with a
     ``result.json`` is finished and skipped; one with only a checkpoint resumes; one that raises
     is recorded as ``failed`` and the list goes on (``error``, ``log``: its traceback,
     ``defect``: an exception that is a bug in resattn). ``resume=False``: unfinished runs start
     over instead of continuing from their checkpoints.
 
-    ``cache_dir``: the content-addressed run cache (:mod:`resattn.cache`): each run trains in
+    ``cache_dir``: the content-addressed run cache (:mod:`resattn.workflow.cache`): each run trains in
     ``cache_dir/<key>`` unless a run with its key has finished there already (trained once, by
     whichever grid needed it first; specs with one key in this list train once too), and its
     ``result.json`` and ``metrics.jsonl`` are copied into ``runs_dir/<run_id>``.
@@ -275,29 +278,34 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[
     Returns:
         One row per spec, in order: the spec's labels and cell, the result (:func:`_flat_result`),
         ``cache_key`` (None without a cache) and the stability metrics of
-        :func:`resattn.stability.run_stability`.
+        :func:`resattn.workflow.stability.run_stability`.
 
     Raises:
         ValueError: ``runs_dir`` holds runs made with other options (before any run);
-        :class:`resattn.data.DataNotFoundError`: data missing.
+        :class:`resattn.workflow.data.DataNotFoundError`: data missing.
     """
     from .report import read_metrics
     from .stability import run_stability
 
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    if run_dirs is None:
+        if runs_dir is None:
+            raise ValueError("run_specs needs runs_dir or run_dirs")
+        run_dirs = {spec.run_id: Path(runs_dir) / spec.run_id for spec in specs}
+    for folder in {Path(d).parent for d in run_dirs.values()}:
+        folder.mkdir(parents=True, exist_ok=True)
     from .cache import cached_mismatch
-    stale = [m for m in ((cached_mismatch(runs_dir / spec.run_id, spec.config)
-                          if (runs_dir / spec.run_id / "cache.json").is_file()
-                          else _mismatch(runs_dir / spec.run_id, spec.config, resume))
+    stale = [m for m in ((cached_mismatch(run_dirs[spec.run_id], spec.config)
+                          if (run_dirs[spec.run_id] / "cache.json").is_file()
+                          else _mismatch(run_dirs[spec.run_id], spec.config, resume))
                          for spec in specs) if m]
     if stale:
-        raise ValueError(f"{runs_dir.parent} holds runs made with other options, which this grid "
+        where = sorted({str(Path(d).parent.parent) for d in run_dirs.values()})
+        raise ValueError(f"{', '.join(where)} holds runs made with other options, which this grid "
                          f"would reuse: {'; '.join(stale)}. Use another --out, or delete those runs")
     executor = executor or SequentialExecutor(train_fn=train)
     keys: dict[str, Optional[str]] = {spec.run_id: None for spec in specs}
     if cache_dir is None:
-        jobs = [Job(spec.run_id, spec.config, runs_dir / spec.run_id,
+        jobs = [Job(spec.run_id, spec.config, run_dirs[spec.run_id],
                     DataSpec.from_config(spec.config), resume=resume) for spec in specs]
     else:
         from .cache import run_key
@@ -317,13 +325,13 @@ def run_specs(specs: list[RunSpec], runs_dir: str | Path, *, executor: Optional[
         from .cache import materialize
         for spec in specs:
             key = keys[spec.run_id]
-            result = materialize(cache_dir / key, runs_dir / spec.run_id, key)
+            result = materialize(cache_dir / key, run_dirs[spec.run_id], key)
             results[spec.run_id] = result if result is not None else results.get(key, {})
     rows = []
     for spec in specs:
         result = results.get(spec.run_id) or {}
         try:
-            records = read_metrics(runs_dir / spec.run_id)
+            records = read_metrics(run_dirs[spec.run_id])
         except ValueError as e:  # a damaged metrics.jsonl: that run fails, the others count
             result, records = {"status": "failed", "error": str(e)}, []
         rows.append({"run_id": spec.run_id, "variant": spec.variant, "attn": spec.attn,
@@ -342,7 +350,7 @@ def _saved_precision(result: dict[str, Any]) -> Optional[str]:
 
 
 def _flat_result(result: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
-    from .blocks import AttentionConfig, resolve_pattern
+    from ..layers.blocks import AttentionConfig, resolve_pattern
     from .report import attention_label
     kw = spec.config.model_kwargs
     dual = resolve_pattern(kw.get("pattern", "none")) == "dual"

@@ -45,10 +45,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import attn_name
-from .blocks import AttentionConfig, ResidualBlock, attention_paths
+from ..layers.attention import attn_name
+from ..layers.blocks import AttentionConfig, ResidualBlock, attention_paths
 from .convert import _adopted_modules, convert, find_residual_blocks
-from .modulation import Modulation
+from ..layers.modulation import Modulation
 
 __all__ = ["GATE_PATHS", "METHODS", "Candidate", "CandidateSet", "CandidateBlock",
            "insert_candidates", "advise", "Advice", "Placement", "select_placements",
@@ -106,7 +106,7 @@ class CandidateBlock(nn.Module):
         y = act(post(skip_gates(skip(x)) + branch_gates(F(pre_gates(x)))))
 
     ``block`` is a plain resattn block (a foreign block is adopted around its own modules, as
-    :func:`resattn.convert.convert` does); each ``*_gates`` maps attention type -> Modulation.
+    :func:`resattn.tools.convert.convert` does); each ``*_gates`` maps attention type -> Modulation.
     """
 
     def __init__(self, block: ResidualBlock, gates: dict[str, dict[str, Modulation]]) -> None:
@@ -414,18 +414,52 @@ def advise(model: nn.Module, loader: Iterable, *, types: Sequence[str] = ("se",)
         cset = insert_candidates(model, paths=paths, types=types, stages=stages)
     try:
         model.to(device).train()
-        shapes: dict[int, tuple[int, ...]] = {}
+        contrib, shapes = _contributions(model, cset, data, method=method, inits=inits, lr=lr,
+                                         seed=seed, loss_fn=loss_fn, bf16=bf16, device=device)
+        score, init_std, batch_std = _scores(contrib, method)
+        flops = _gate_flops(cset.candidates, shapes)
+        params = [sum(p.numel() for p in g) for g in cset.gate_parameters()]
+        seconds = time.perf_counter() - t0
+    finally:
+        cset.remove()
+        model.to(home)
+        with torch.no_grad():
+            state = model.state_dict()
+            for k, v in buffers.items():
+                state[k].copy_(v)
+        model.train(was_training)
+    rows = []
+    for k, c in enumerate(cset.candidates):
+        rows.append({"block": c.block, "stage": c.stage, "index": c.index, "path": c.path,
+                     "attn": c.attn, "score": float(score[k]), "init_std": float(init_std[k]),
+                     "batch_std": float(batch_std[k]), "params": params[k], "flops": flops[k]})
+    order = sorted(range(len(rows)), key=lambda k: (-rows[k]["score"], k))
+    rows = [dict(rank=i + 1, **rows[k]) for i, k in enumerate(order)]
+    meta = {"method": method, "types": list(dict.fromkeys(c.attn for c in cset.candidates)),
+            "paths": list(resolve_paths(paths)), "batches": len(data), "inits": inits,
+            "batch_size": int(data[0][0].shape[0]), "lr": lr, "seed": seed, "bf16": bf16,
+            "device": str(device), "seconds": seconds, "candidates": len(rows)}
+    return Advice(rows, method, meta)
 
-        def record(module: nn.Module, args: tuple) -> None:
-            shapes.setdefault(id(module), tuple(args[0].shape[1:]))
 
-        hooks = [c.gate.register_forward_pre_hook(record) for c in cset.candidates]
-        groups = cset.gate_parameters()
-        flat = [p for g in groups for p in g]
-        flat_index = {id(p): i for i, p in enumerate(flat)}
-        group_index = [[flat_index[id(p)] for p in g] for g in groups]
-        n = len(cset.candidates)
-        contrib = torch.zeros(inits, len(data), n, dtype=torch.float64)
+def _contributions(model: nn.Module, cset: "CandidateSet", data: list, *, method: str, inits: int,
+                   lr: float, seed: int, loss_fn: Callable, bf16: bool, device: torch.device
+                   ) -> tuple[torch.Tensor, dict[int, tuple[int, ...]]]:
+    """Each gate's contribution on each batch of each mask initialisation, (inits, batches,
+    gates) in float64: ``grad``: the loss gradient of its gamma; ``probe``: the first-order loss
+    decrease its own Adam update bought, -g . delta. Also the input shape (C, H, W) each gate saw."""
+    shapes: dict[int, tuple[int, ...]] = {}
+
+    def record(module: nn.Module, args: tuple) -> None:
+        shapes.setdefault(id(module), tuple(args[0].shape[1:]))
+
+    hooks = [c.gate.register_forward_pre_hook(record) for c in cset.candidates]
+    groups = cset.gate_parameters()
+    flat = [p for g in groups for p in g]
+    flat_index = {id(p): i for i, p in enumerate(flat)}
+    group_index = [[flat_index[id(p)] for p in g] for g in groups]
+    contrib = torch.zeros(inits, len(data), len(cset.candidates), dtype=torch.float64)
+    try:
         for r in range(inits):
             cset.reset(seed * 1000 + r)
             opt = torch.optim.Adam(flat, lr=lr) if method == "probe" else None
@@ -441,49 +475,36 @@ def advise(model: nn.Module, loader: Iterable, *, types: Sequence[str] = ("se",)
                     for p, g in zip(flat, grads):
                         p.grad = g
                     opt.step()
-                    # first-order loss decrease bought by each gate's own update: -g . delta
                     terms = [-(g.double() * (p.detach() - p0).double()).sum()
                              for p, g, p0 in zip(flat, grads, before)]
                     step = [sum(terms[i] for i in idx) for idx in group_index]
                 contrib[r, b] = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device)
                                              for v in step]).cpu()
-            if hooks:
-                for h in hooks:
-                    h.remove()
-                hooks = []
-        flops = _gate_flops(cset.candidates, shapes)
-        params = [sum(p.numel() for p in g) for g in groups]
-        if method == "grad":
-            per_init = contrib.mean(1).abs()                        # |mean_b g| per init
-            batch_std = contrib.std(1, unbiased=True).mean(0) if len(data) > 1 else \
-                torch.zeros(n, dtype=torch.float64)
-        else:
-            per_init = contrib.sum(1)                               # loss decrease per init
-            batch_std = (contrib.std(1, unbiased=True).mean(0) * math.sqrt(len(data))
-                         if len(data) > 1 else torch.zeros(n, dtype=torch.float64))
-        score = per_init.mean(0)
-        init_std = per_init.std(0, unbiased=True) if inits > 1 else torch.zeros(n, dtype=torch.float64)
-        seconds = time.perf_counter() - t0
+            for h in hooks:  # the shapes are known after the first initialisation
+                h.remove()
+            hooks = []
     finally:
-        cset.remove()
-        model.to(home)
-        with torch.no_grad():
-            state = model.state_dict()
-            for k, v in buffers.items():
-                state[k].copy_(v)
-        model.train(was_training)
-    rows = []
-    for k, c in enumerate(cset.candidates):
-        rows.append({"block": c.block, "stage": c.stage, "index": c.index, "path": c.path,
-                     "attn": c.attn, "score": float(score[k]), "init_std": float(init_std[k]),
-                     "batch_std": float(batch_std[k]), "params": params[k], "flops": flops[k]})
-    order = sorted(range(n), key=lambda k: (-rows[k]["score"], k))
-    rows = [dict(rank=i + 1, **rows[k]) for i, k in enumerate(order)]
-    meta = {"method": method, "types": list(dict.fromkeys(c.attn for c in cset.candidates)),
-            "paths": list(resolve_paths(paths)), "batches": len(data), "inits": inits,
-            "batch_size": int(data[0][0].shape[0]), "lr": lr, "seed": seed, "bf16": bf16,
-            "device": str(device), "seconds": seconds, "candidates": n}
-    return Advice(rows, method, meta)
+        for h in hooks:
+            h.remove()
+    return contrib, shapes
+
+
+def _scores(contrib: torch.Tensor, method: str
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(score, spread over initialisations, spread over batches) per gate from
+    :func:`_contributions`: ``grad``: |mean over batches| per initialisation; ``probe``: the
+    summed loss decrease per initialisation; both averaged over initialisations."""
+    inits, n_batches, n = contrib.shape
+    zeros = torch.zeros(n, dtype=torch.float64)
+    if method == "grad":
+        per_init = contrib.mean(1).abs()
+        batch_std = contrib.std(1, unbiased=True).mean(0) if n_batches > 1 else zeros
+    else:
+        per_init = contrib.sum(1)
+        batch_std = (contrib.std(1, unbiased=True).mean(0) * math.sqrt(n_batches)
+                     if n_batches > 1 else zeros)
+    init_std = per_init.std(0, unbiased=True) if inits > 1 else zeros
+    return per_init.mean(0), init_std, batch_std
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,7 +567,7 @@ def select_placements(rows: Sequence[dict[str, Any]], k: int) -> list[Placement]
 def apply_placements(model: nn.Module, placements: Iterable[Union[Placement, dict[str, Any]]]
                      ) -> nn.Module:
     """Open ``placements`` in ``model``, in place: foreign blocks become plain resattn blocks
-    around their own modules (:func:`resattn.convert.convert` with pattern ``none``), then each
+    around their own modules (:func:`resattn.tools.convert.convert` with pattern ``none``), then each
     chosen block gets its pattern with near-identity gates at gamma = 0 (the model still
     computes what it did). Returns the model.
 

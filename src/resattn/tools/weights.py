@@ -3,14 +3,14 @@
 :func:`load_pretrained` (from :mod:`resattn.models._pretrained`, re-exported here) loads backbone
 weights into a model that may have attention the weights do not know about: every backbone tensor
 must load (same key, same shape); only the parameters of resattn's
-:class:`~resattn.modulation.Modulation` modules (attention and gamma) may stay new.
+:class:`~resattn.layers.modulation.Modulation` modules (attention and gamma) may stay new.
 
 The checkpoint written by :func:`save_checkpoint` (and by training) is a dict::
 
     {"format": "resattn-checkpoint/1",
      "arch": "cifar_resnet20" | "torchvision:resnet50" | "timm:resnet50",
      "model_kwargs": {...},            # JSON-able builder arguments
-     "convert_kwargs": {...} | None,   # JSON-able arguments of resattn.convert.convert
+     "convert_kwargs": {...} | None,   # JSON-able arguments of resattn.tools.convert.convert
      "state_dict": {...},
      ...}                              # training adds "optimizer", "epoch", ...
 
@@ -28,13 +28,12 @@ from typing import Any, Optional, Union
 import torch
 import torch.nn as nn
 
-# Layering (no import cycle): modulation <- models (builders, _pretrained) <- convert <- weights.
+# Layering (no import cycle): layers <- models (builders, _pretrained) <- convert <- weights.
 from .convert import FunctionChangeWarning, convert
-from .models import create_model, is_model, list_models
-# Re-exported for the callers of resattn.weights (train uses _resolve_source).
-from .models._pretrained import (TORCHVISION_WEIGHTS, CheckpointError, LoadReport, Source, _preview,
-                                 _resolve_source, _torchvision_state_dict, clean_state_dict,
-                                 load_pretrained, read_checkpoint)
+from ..models import create_model, is_model, list_models
+# Re-exported: the checkpoint API is read from here.
+from ..models._pretrained import (TORCHVISION_WEIGHTS, CheckpointError, LoadReport, _preview,
+                                 clean_state_dict, load_pretrained, read_checkpoint)
 
 __all__ = ["CHECKPOINT_FORMAT", "TORCHVISION_WEIGHTS", "LoadReport", "CheckpointError",
            "check_state_dict", "load_pretrained",
@@ -144,7 +143,7 @@ def make_checkpoint(model: nn.Module, *, arch: Optional[str] = None,
             (``model.resattn_arch``), else required.
         model_kwargs: builder arguments (``num_classes``, ``pattern``, ...), JSON-able; by
             default those recorded by :func:`build_model` (``model.resattn_model_kwargs``).
-        convert_kwargs: arguments of :func:`resattn.convert.convert`; by default those recorded
+        convert_kwargs: arguments of :func:`resattn.tools.convert.convert`; by default those recorded
             on a converted model (``model.resattn_convert_kwargs``), else None.
         **extra: more entries (``optimizer``, ``epoch``, ...). Keep them to tensors, containers,
             numbers and strings so that the file loads with ``weights_only=True``.

@@ -47,14 +47,14 @@ Validity (checked before any verdict):
   whose floor is missed makes every hypothesis cell there **invalid**, and the study says which
   floor failed and by how much.
 
-Decision rule ``paired`` (:mod:`resattn.stats`): in each cell of the factors (or of ``where``) take
+Decision rule ``paired`` (:mod:`resattn.workflow.stats`): in each cell of the factors (or of ``where``) take
 the seed-paired differences d = better - worse over the budget's seeds. A seed whose run of either
 variant failed, is missing or has no value makes the cell **incomplete** (no verdict). Otherwise the
 cell gets a two-sided difference test and, when the hypothesis has a delta, an equivalence test
 (TOST, |mean d| < delta); Student t from 5 pairs with a spread, else the exact paired permutation
 test. Holm's adjustment runs over every p-value of the study's hypotheses. Cell outcome:
 **equivalent**, else **better**/**worse** (the ``better`` variant's side, by the metric's
-direction from :data:`resattn.stability.HIGHER_IS_BETTER`), else **inconclusive**. A hypothesis
+direction from :data:`resattn.workflow.stability.HIGHER_IS_BETTER`), else **inconclusive**. A hypothesis
 takes its cells' outcome when they agree, else **invalid** (any invalid cell), **incomplete** (any
 incomplete cell) or **inconclusive** (mixed).
 
@@ -68,7 +68,6 @@ or a missing claim, hypothesis, decision rule or floor raises ValueError naming 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import statistics
 import itertools
 import json
@@ -86,7 +85,7 @@ __all__ = ["Study", "load_study", "run_study", "run_studies", "evaluate_study", 
            "DEFAULT_DELTA", "DEFAULT_TRAINED"]
 
 BUDGETS = ("smoke", "cpu", "full")
-#: The metrics a hypothesis may name: the one direction table (:data:`resattn.stability.HIGHER_IS_BETTER`).
+#: The metrics a hypothesis may name: the one direction table (:data:`resattn.workflow.stability.HIGHER_IS_BETTER`).
 METRICS = HIGHER_IS_BETTER
 TESTS = ("paired",)
 #: Default smallest effect of interest of an accuracy hypothesis (percentage points).
@@ -102,9 +101,9 @@ _NOT_OPTIONS = {"model_kwargs", "seed"}  # seeds come from the budget
 
 
 def _model_option_names() -> set[str]:
-    from .models.resnet import _ATTN_FIELDS, ResNet
-    params = set(inspect.signature(ResNet.__init__).parameters) - {"self", "block", "layers", "attn_kwargs"}
-    return params | set(_ATTN_FIELDS)
+    from ..layers.blocks import ATTENTION_OPTIONS
+    from ..models.resnet import RESNET_OPTIONS
+    return set(RESNET_OPTIONS) | set(ATTENTION_OPTIONS)
 
 
 _ATTN_KEYS = {"attn", "skip_attn", "res_attn"}
@@ -243,7 +242,7 @@ def _check_model(name: str, model_kw: dict[str, Any]) -> None:
     (``pattern: quad``, ``res_attn: foo``, ``skip_gamma_max: big``) is refused before any run.
     The answers are cached by (name, options), the last ``_CHECKED_MODELS_MAX`` of them (a grid
     repeats the same few models; a long-lived process does not grow the cache without bound)."""
-    from .models import create_model, is_model
+    from ..models import create_model, is_model
     if not is_model(name):
         return  # TrainConfig.validate names the unregistered model
     key = repr((name, sorted(model_kw.items(), key=lambda kv: kv[0])))
@@ -300,10 +299,10 @@ def skip_gain_floor(options: dict[str, Any]) -> Optional[float]:
     no gate touches (patterns none, branch, pre; dual without skip attention), 1 - b for a dual
     near-identity skip with ``skip_gamma_max`` b < 1; None when nothing bounds it (a gated skip,
     pattern ``post``, an unbounded gamma)."""
-    from .blocks import AttentionConfig
-    from .models.resnet import _ATTN_FIELDS
+    from ..layers.blocks import AttentionConfig
+    from ..layers.blocks import ATTENTION_OPTIONS
     kw = {k: (None if k in _ATTN_KEYS and v == "none" else v)
-          for k, v in options.items() if k in _ATTN_FIELDS}
+          for k, v in options.items() if k in ATTENTION_OPTIONS}
     cfg = AttentionConfig(**kw)
     if cfg.pattern in ("none", "branch", "pre") or (cfg.pattern == "dual" and cfg.skip_attn is None):
         return 1.0
@@ -580,32 +579,57 @@ def _cell_key(cell: dict[str, Any], factors: list[str]) -> tuple:
     return tuple(str(cell.get(f)) for f in factors)
 
 
+@dataclass
+class _Grid:
+    """A study's finished rows, indexed for the checks: by (variant, cell, seed)."""
+
+    by: dict[tuple, dict[str, Any]]
+    cells: list[tuple]
+    factors: list[str]
+    seeds: list[int]
+    chance: float
+
+    def cells_where(self, where: dict[str, Any]) -> list[tuple[tuple, dict[str, Any]]]:
+        """(cell key, cell as a dict) of the cells that match ``where``."""
+        out = []
+        for c in self.cells:
+            cell = dict(zip(self.factors, c))
+            if all(cell.get(k) == v for k, v in where.items()):
+                out.append((c, cell))
+        return out
+
+    def value(self, variant: str, c: tuple, seed: int, metric: str) -> Optional[float]:
+        row = self.by.get((variant, c, seed))
+        return metric_value(row, metric, self.chance) if row else None
+
+
 def evaluate_study(study: Study, budget: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Validity and verdicts of a study from its rows (one per run; see
-    :func:`resattn.compare.run_specs`). Rows gain ``untrained`` (the reason, or None).
+    :func:`resattn.workflow.compare.run_specs`). Rows gain ``untrained`` (the reason, or None).
 
     Returns:
         ``{"validity": {...}, "hypotheses": [...]}`` with every cell's n, Δ, CI, p-values
         (raw and Holm-adjusted), method and outcome, and each hypothesis's verdict.
     """
-    from .stats import decide, paired_tests
-    seeds = study.budgets[budget].get("seeds", [0, 1, 2])
     chance = chance_accuracy(study.dataset)
     factors = list(rows[0]["cell"]) if rows else []
     for r in rows:
         r["untrained"] = trained_check(r, chance, study.trained)
-    by = {(r["variant"], _cell_key(r["cell"], factors), r["seed"]): r for r in rows}
-    cells = sorted({_cell_key(r["cell"], factors) for r in rows})
+    grid = _Grid(by={(r["variant"], _cell_key(r["cell"], factors), r["seed"]): r for r in rows},
+                 cells=sorted({_cell_key(r["cell"], factors) for r in rows}), factors=factors,
+                 seeds=study.budgets[budget].get("seeds", [0, 1, 2]), chance=chance)
+    validity, invalid_cells = _check_floors(study, budget, rows, grid)
+    return {"validity": validity, "hypotheses": _verdicts(study, grid, invalid_cells)}
 
+
+def _check_floors(study: Study, budget: str, rows: list[dict[str, Any]], grid: _Grid
+                  ) -> tuple[dict[str, Any], dict[tuple, list[str]]]:
+    """The validity record and the cells whose baseline missed its floor (with the reasons)."""
     floors, invalid_cells, pending = [], {}, []
     for f in study.floors.get(budget, []):
-        for c in cells:
-            cell = dict(zip(factors, c))
-            if any(cell.get(k) != v for k, v in f.where.items()):
-                continue
-            vals = [metric_value(by[(f.variant, c, s)], "final_acc", chance)
-                    for s in seeds if (f.variant, c, s) in by]
-            vals = [v for v in vals if v is not None]
+        for c, cell in grid.cells_where(f.where):
+            vals = [v for s in grid.seeds
+                    if (v := grid.value(f.variant, c, s, "final_acc")) is not None]
             mean = statistics.fmean(vals) if vals else None
             ok = mean is not None and mean >= f.min
             label = ", ".join(f"{k}={v}" for k, v in cell.items()) or "(all)"
@@ -615,42 +639,52 @@ def evaluate_study(study: Study, budget: str, rows: list[dict[str, Any]]) -> dic
                 pending.append(f"`{f.variant}` at {label}: no finished run yet")
             elif not ok:
                 invalid_cells.setdefault(c, []).append(
-                    f"`{f.variant}` at {label}: mean final_acc "
-                    f"{'-' if mean is None else f'{mean:.2f}'}% < floor {f.min:g}% (n={len(vals)})")
+                    f"`{f.variant}` at {label}: mean final_acc {mean:.2f}% < floor {f.min:g}% "
+                    f"(n={len(vals)})")
     untrained = [{"run_id": r["run_id"], "variant": r["variant"], "cell": r["cell"],
                   "reason": r["untrained"]} for r in rows if r["untrained"]]
     reasons = [x for v in invalid_cells.values() for x in v]
     missing = sum(1 for r in rows if r["status"] == "missing")
     validity = {"valid": not reasons, "reasons": reasons, "floors": floors, "untrained": untrained,
                 "runs": len(rows), "missing": missing, "pending": pending,
-                "trained_rule": study.trained_text(), "chance": chance}
+                "trained_rule": study.trained_text(), "chance": grid.chance}
+    return validity, invalid_cells
 
+
+def _hypothesis_cells(study: Study, h: Hypothesis, grid: _Grid, invalid_cells: dict[tuple, Any]
+                      ) -> tuple[list[dict[str, Any]], list[Any]]:
+    """One hypothesis's cells (seed-paired tests; outcome preset to invalid / incomplete where
+    the cell cannot decide) and their tests (None where preset)."""
+    from .stats import paired_tests
+    cells, tests = [], []
+    for c, cell in grid.cells_where(h.where):
+        diffs, lost = [], []
+        for s in grid.seeds:
+            va, vb = grid.value(h.better, c, s, h.metric), grid.value(h.worse, c, s, h.metric)
+            if va is None or vb is None:
+                lost.append(s)
+            else:
+                diffs.append(va - vb)
+        t = paired_tests(diffs, delta=h.delta, confidence=study.confidence)
+        outcome = "invalid" if c in invalid_cells else "incomplete" if lost else None
+        cells.append({"cell": cell, "n": t.n, "diff": t.diff, "std": t.std, "ci_low": t.ci_low,
+                      "ci_high": t.ci_high, "method": t.method, "p_diff": t.p_diff,
+                      "p_equiv": t.p_equiv, "lost_seeds": lost, "outcome": outcome,
+                      "untrained": sum(1 for v in (h.better, h.worse) for s in grid.seeds
+                                       if (v, c, s) in grid.by and grid.by[(v, c, s)]["untrained"])})
+        tests.append(None if outcome else t)
+    return cells, tests
+
+
+def _verdicts(study: Study, grid: _Grid, invalid_cells: dict[tuple, Any]) -> list[dict[str, Any]]:
+    """Every hypothesis's cells decided together (Holm across the study) and its verdict."""
+    from .stats import decide
     hyp_cells, tests, directions = [], [], []
     for h in study.hypotheses:
-        hc = []
-        for c in cells:
-            cell = dict(zip(factors, c))
-            if any(cell.get(k) != v for k, v in h.where.items()):
-                continue
-            diffs, lost = [], []
-            for s in seeds:
-                a, b = by.get((h.better, c, s)), by.get((h.worse, c, s))
-                va = metric_value(a, h.metric, chance) if a else None
-                vb = metric_value(b, h.metric, chance) if b else None
-                if va is None or vb is None:
-                    lost.append(s)
-                else:
-                    diffs.append(va - vb)
-            t = paired_tests(diffs, delta=h.delta, confidence=study.confidence)
-            outcome = "invalid" if c in invalid_cells else "incomplete" if lost else None
-            hc.append({"cell": cell, "n": t.n, "diff": t.diff, "std": t.std, "ci_low": t.ci_low,
-                       "ci_high": t.ci_high, "method": t.method, "p_diff": t.p_diff,
-                       "p_equiv": t.p_equiv, "lost_seeds": lost, "outcome": outcome,
-                       "untrained": sum(1 for v in (h.better, h.worse) for s in seeds
-                                        if (v, c, s) in by and by[(v, c, s)]["untrained"])})
-            tests.append(None if outcome else t)
-            directions.append(higher_is_better(h.metric))
-        hyp_cells.append(hc)
+        cells, t = _hypothesis_cells(study, h, grid, invalid_cells)
+        hyp_cells.append(cells)
+        tests += t
+        directions += [higher_is_better(h.metric)] * len(t)
     decided = iter(decide(tests, higher_is_better=directions, alpha=1 - study.confidence))
     results = []
     for h, hc in zip(study.hypotheses, hyp_cells):
@@ -667,7 +701,7 @@ def evaluate_study(study: Study, budget: str, rows: list[dict[str, Any]]) -> dic
                         "metric": h.metric, "where": h.where, "delta": h.delta,
                         "higher_is_better": higher_is_better(h.metric), "cells": hc,
                         "verdict": verdict if hc else "incomplete"})
-    return {"validity": validity, "hypotheses": results}
+    return results
 
 
 def group_table(study: Study, rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
@@ -710,8 +744,8 @@ def run_studies(studies: list[Study], budget: str, outs: dict[str, str | Path], 
                 executor=None, resume: bool = True, cache_dir: Optional[str | Path] = None
                 ) -> list[dict[str, Any]]:
     """Run several studies' grids at ``budget`` as ONE list of runs on ``executor`` (default
-    sequential; :mod:`resattn.executors`), each distinct run trained once in the run cache
-    ``cache_dir`` (default ``<parent of the first output folder>/cache``; :mod:`resattn.cache`),
+    sequential; :mod:`resattn.workflow.executors`), each distinct run trained once in the run cache
+    ``cache_dir`` (default ``<parent of the first output folder>/cache``; :mod:`resattn.workflow.cache`),
     then write each study's ``out/report.md``, ``study.json``, ``results.csv``, ``summary.csv``,
     plots and a copy of the study file. ``outs``: study name -> output folder. ``extra``:
     execution options (device, tensorboard, compile, num_workers). ``resume=False``: unfinished
@@ -738,26 +772,22 @@ def run_studies(studies: list[Study], budget: str, outs: dict[str, str | Path], 
             flat.append(sp)
     t0 = time.perf_counter()
     _check_stale(all_specs, folders, resume)
-    tmp_runs = cache_dir / "_grids"
     from .executors import ReportOnlyExecutor
     report_only = isinstance(executor, ReportOnlyExecutor)  # the wall time is no training time
-    rows_all = run_specs(flat, tmp_runs, executor=executor, progress=progress, log=log,
-                         resume=resume, cache_dir=cache_dir) if flat else []
+    # each run's copy goes straight into its own study's folder (the cache holds the training)
+    run_dirs = {sp.run_id: folders[sp.run_id.split("/", 1)[0]] / "runs" / sp.run_id.split("/", 1)[1]
+                for sp in flat}
+    rows_all = run_specs(flat, None, executor=executor, progress=progress, log=log,
+                         resume=resume, cache_dir=cache_dir, run_dirs=run_dirs) if flat else []
     wall = time.perf_counter() - t0
     out = []
     by_id = {r["run_id"]: r for r in rows_all}
-    from .cache import materialize
     for st in studies:
         rows = []
         for spec in all_specs[st.name]:
             r = dict(by_id[f"{st.name}/{spec.run_id}"])
             r["run_id"] = spec.run_id
-            if r.get("cache_key"):
-                materialize(cache_dir / r["cache_key"], folders[st.name] / "runs" / spec.run_id,
-                            r["cache_key"])
             rows.append(r)
-        import shutil
-        shutil.rmtree(tmp_runs / st.name, ignore_errors=True)
         ev = evaluate_study(st, budget, rows)
         out.append(_write_study_report(st, budget, folders[st.name], rows, ev, command, wall,
                                        cache_dir, report_only=report_only))
@@ -938,7 +968,7 @@ def _study_doc(study: Study, budget: str, rows: list[dict[str, Any]], results: l
     """study.json: what the evidence page reads."""
     import torch
 
-    from .machine import machine_description
+    from ..utils.machine import machine_description
     return {
         "name": study.name, "claim": study.claim, "budget": budget,
         "budget_settings": study.budgets[budget], "smoke": budget == "smoke",

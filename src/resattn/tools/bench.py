@@ -12,7 +12,7 @@ slower or busier during the run moves every row alike. Reported per row:
     eval time (forward under ``no_grad``), each with its ratio to plain.
 
 Rows: each variant of ours (fused, the default; with ``--reference`` also the unfused form of
-:func:`resattn.modulation.fused`), the timm peers of ImageNet ResNets (``seresnetNN``; ``resnetNN``
+:func:`resattn.layers.modulation.fused`), the timm peers of ImageNet ResNets (``seresnetNN``; ``resnetNN``
 with ``block_args=dict(attn_layer='eca'|'cbam')``), and with ``--compile`` the same rows under
 ``torch.compile`` (ratios against compiled plain). With several precisions (``dtype=('fp32',
 'bf16')``: bf16 is autocast) every row is measured in each, all interleaved in one run, and each
@@ -34,10 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import create_model
-from .modulation import fused
-from .precision import autocast as precision_autocast
-from .precision import resolve_precision
+from ..models import create_model
+from ..layers.modulation import fused
+from ..utils.precision import autocast as precision_autocast
+from ..utils.precision import resolve_precision
 
 __all__ = ["DEFAULT_VARIANTS", "BenchRow", "parse_variant", "saved_bytes", "run_bench",
            "format_table"]
@@ -144,7 +144,7 @@ def run_bench(model_name: str = "cifar_resnet20", variants: Sequence[str] = DEFA
         variants: specs for :func:`parse_variant`; ``'none'`` is added first when missing.
         batch_size, input_shape: the batch (N, C, H, W) = (batch_size, *input_shape).
         steps: training steps (and eval forwards) per row and round; rounds: interleaved rounds.
-        dtype: ``'fp32'``, ``'bf16'`` (autocast) or ``'auto'`` (see :mod:`resattn.precision`),
+        dtype: ``'fp32'``, ``'bf16'`` (autocast) or ``'auto'`` (see :mod:`resattn.utils.precision`),
             or a sequence of them: every row in each (resolved; repeats dropped).
         channels_last: model and batch in channels_last memory format.
         compile: add the rows again under ``torch.compile`` (compiled once, before timing).

@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
-from .blocks import ResidualBlock
+from ..layers.blocks import ResidualBlock
 
 __all__ = ["GateMonitor", "DEFAULT_THRESHOLD"]
 
@@ -156,7 +156,7 @@ class GateMonitor:
     """Per-block skip gain, residual share, gate energy and gamma, from forward hooks.
 
     Args:
-        model: any model holding resattn :class:`~resattn.blocks.ResidualBlock`s (created or
+        model: any model holding resattn :class:`~resattn.layers.blocks.ResidualBlock`s (created or
             converted models).
         every: record every ``every``-th forward of ``model`` (1: all); train and eval alike.
         threshold: skip gains under it are "closing" (see the module docstring for 0.7).
@@ -197,7 +197,7 @@ class GateMonitor:
         if not blocks:
             raise ValueError(f"model={type(self.model).__name__} has no resattn ResidualBlock "
                              "to monitor; convert torchvision/timm models first "
-                             "(resattn.convert.convert(model, pattern))")
+                             "(resattn.tools.convert.convert(model, pattern))")
         return blocks
 
     @property

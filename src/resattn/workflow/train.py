@@ -4,14 +4,14 @@ A run writes into its own folder:
 
     metrics.jsonl    one JSON object per line: ``{"type": "step", ...}`` every ``log_every``
                      steps and ``{"type": "epoch", ...}`` per epoch (losses, accuracies, learning
-                     rate, images/s, and the gate diagnostics of :class:`resattn.monitor.GateMonitor`)
+                     rate, images/s, and the gate diagnostics of :class:`resattn.tools.monitor.GateMonitor`)
     checkpoint.pt    written atomically after every epoch (model, optimizer, scheduler, epoch);
                      ``resume=True`` continues from it
     result.json      the summary: status (``finished`` | ``diverged``), best/final test accuracy,
                      parameters, MFLOPs per image, train time, images/s
 
 What runs with one ``seed`` share (so runs of different variants with one seed are *paired*):
-the training subset and test subset (drawn by :func:`resattn.data.load_dataset`), the flipped
+the training subset and test subset (drawn by :func:`resattn.workflow.data.load_dataset`), the flipped
 labels of ``label_noise`` (a generator seeded by ``seed``), the data order (the sampler's generator,
 seeded by (seed, epoch)) and the augmentation draws (a generator seeded by (seed, epoch)). None of
 these touch the global RNG, which is seeded with ``seed`` right before the model is built and
@@ -27,7 +27,7 @@ the draws stay on a CPU generator, so pairing by seed does not depend on the dev
 Step records (every ``log_every`` steps) hold, over the steps since the previous record: the mean
 loss ``loss``, the largest single-step loss ``loss_max``, the train accuracy ``acc`` (%), the
 largest gradient norm before clipping ``grad_norm``; and ``lr``, ``images_per_s``.
-:mod:`resattn.stability` reads them. Records go to the metrics sinks of :mod:`resattn.sinks`
+:mod:`resattn.workflow.stability` reads them. Records go to the metrics sinks of :mod:`resattn.workflow.sinks`
 (``metrics.jsonl`` always, TensorBoard with ``tensorboard=True``).
 
 Under ``torchrun --nproc_per_node=N`` the run uses DistributedDataParallel (gloo on CPU, NCCL on
@@ -52,12 +52,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from .data import DataBundle, load_dataset
-from .machine import device_name, machine_description
-from .models import create_model, is_model
-from .modulation import Modulation, gamma_names
-from .precision import DEFAULT_PRECISION, resolve_precision, validate_precision
+from ..utils.machine import device_name, machine_description
+from ..models import create_model, is_model
+from ..layers.modulation import Modulation, gamma_names
+from ..utils.precision import DEFAULT_PRECISION, resolve_precision, validate_precision
 from .sinks import finite_or_null as _finite_or_null
-from .weights import CheckpointError, check_state_dict, read_checkpoint, save_checkpoint
+from ..tools.weights import CheckpointError, check_state_dict, read_checkpoint, save_checkpoint
 
 __all__ = ["TrainConfig", "RunResult", "train", "param_groups", "count_mflops", "attention_parameters"]
 
@@ -71,7 +71,7 @@ class TrainConfig:
     data set unless given.
 
     ``precision``: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA and on CPUs with
-    native bf16 units, see :mod:`resattn.precision`); the run records the resolved value.
+    native bf16 units, see :mod:`resattn.utils.precision`); the run records the resolved value.
     ``bf16`` is the older spelling (configs, checkpoints and study files written before
     ``precision`` existed): ``bf16=True`` means ``precision='bf16'``, ``bf16=False``
     ``precision='fp32'``; construction turns it into ``precision`` (``bf16`` is then None and
@@ -127,7 +127,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         if not is_model(self.model):
-            from .models import list_models
+            from ..models import list_models
             raise ValueError(f"model={self.model!r} is not registered; allowed: {', '.join(list_models())}")
         from .data import DATASETS
         if self.dataset not in DATASETS:
@@ -255,7 +255,7 @@ def attention_parameters(model: nn.Module) -> list[nn.Parameter]:
 def param_groups(model: nn.Module, weight_decay: float, lr: float, gamma_lr_scale: float = 1.0
                  ) -> list[dict[str, Any]]:
     """Optimizer groups: weight decay on conv/linear weights only; none on norms, biases and
-    gamma (all parameters with ndim <= 1, and every gamma: :func:`resattn.modulation.gamma_names`,
+    gamma (all parameters with ndim <= 1, and every gamma: :func:`resattn.layers.modulation.gamma_names`,
     which is what ``ResNet.no_weight_decay`` returns); gamma at ``lr * gamma_lr_scale``.
 
     timm's ``param_groups_weight_decay`` draws the same line between decay and no decay, but it
@@ -414,7 +414,7 @@ def evaluate(model: nn.Module, split, *, batch_size: int, device: torch.device, 
     """Test loss (mean cross-entropy) and top-1 accuracy in % on ``split`` (sharded over ranks).
     ``precision`` (``fp32``, ``bf16``, ``auto``; ``bf16=True`` is the older spelling of
     ``'bf16'``) sets the autocast."""
-    from .precision import autocast
+    from ..utils.precision import autocast
     precision = precision or ("bf16" if bf16 else "fp32")
     model.eval()
     world, rank = (ddp.world, ddp.rank) if ddp else (1, 0)
@@ -449,10 +449,11 @@ def build_model(config: TrainConfig, bundle: DataBundle) -> _Built:
 
     ``init_from`` may be a resattn checkpoint (from ``resattn convert`` or ``resattn train``: the
     model is rebuilt from it, converted ones included), or a ``state_dict`` path / ``resnet*``
-    name loaded into ``config.model`` (:func:`resattn.weights.load_pretrained`). A classifier
+    name loaded into ``config.model`` (:func:`resattn.tools.weights.load_pretrained`). A classifier
     whose size differs from the data set's classes is replaced by a new one (fine-tuning).
     """
-    from .weights import CHECKPOINT_FORMAT, _resolve_source, clean_state_dict, load_model, load_pretrained
+    from ..models._pretrained import _resolve_source
+    from ..tools.weights import CHECKPOINT_FORMAT, clean_state_dict, load_model, load_pretrained
     kwargs = dict(config.model_kwargs)
     kwargs.setdefault("num_classes", bundle.num_classes)
     kwargs.setdefault("in_chans", bundle.in_chans)
@@ -533,7 +534,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, bundle: Optional[D
         all metrics and the last good checkpoint.
 
     Raises:
-        ValueError: bad config; :class:`resattn.data.DataNotFoundError`: data missing;
+        ValueError: bad config; :class:`resattn.workflow.data.DataNotFoundError`: data missing;
         ImportError: ``tensorboard=True`` without the tensorboard package.
     """
     config.validate()
@@ -701,7 +702,7 @@ def _prepare(config: TrainConfig, out: Path, device: torch.device, ddp: _Dist,
     run.mflops = count_mflops(model, (bundle.in_chans, *bundle.image_size))
     _restore(run, resume, progress)
     if config.monitor:
-        from .monitor import GateMonitor
+        from ..tools.monitor import GateMonitor
         run.monitor = GateMonitor(model, every=config.monitor_every, threshold=config.skip_gain_threshold)
         run.monitor.attach()
     return run
@@ -945,7 +946,7 @@ def _end_gates(run: _Run) -> dict[str, dict[str, float]]:
     of the first test images. ``gates`` holds the means over the epoch's sampled training
     forwards (every ``monitor_every``-th, the first included), which in a short run are mostly
     the initial values; this is what the run ended with."""
-    from .monitor import GateMonitor
+    from ..tools.monitor import GateMonitor
     config, model = run.config, run.model
     n = min(len(run.test_split), config.batch_size)
     x, _ = next(_batches(run.test_split, range(n), n, run.in_memory, config.num_workers))

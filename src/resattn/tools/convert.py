@@ -1,7 +1,7 @@
 """Retrofit attention into a trained ResNet, in place, without changing what it computes.
 
-Every residual block of the model becomes a resattn block (:class:`resattn.blocks.BasicBlock` or
-:class:`~resattn.blocks.Bottleneck`) built around the block's own modules: the same convolution and
+Every residual block of the model becomes a resattn block (:class:`resattn.layers.blocks.BasicBlock` or
+:class:`~resattn.layers.blocks.Bottleneck`) built around the block's own modules: the same convolution and
 norm objects, hence the same parameter and buffer tensors and the same ``state_dict`` keys
 (``layer1.0.conv1.weight``, ...). Blocks inside the placement get the pattern's gated paths; the
 others stay plain (pattern ``none``).
@@ -36,14 +36,13 @@ import torch
 import torch.nn as nn
 import torchvision.models.resnet as tv_resnet
 
-from .blocks import (AttentionConfig, BasicBlock, Bottleneck, ResidualBlock, attention_paths,
-                     resolve_pattern)
-from .models.resnet import Placement, resolve_placement
+from ..layers.blocks import (ATTENTION_OPTIONS, AttentionConfig, BasicBlock, Bottleneck,
+                             ResidualBlock, attention_paths)
+from ..models.resnet import Placement, resolve_placement
 
 __all__ = ["convert", "parity_check", "ConversionReport", "FunctionChangeWarning", "BlockInfo",
            "find_residual_blocks", "SUPPORTED_BLOCKS", "TimmBasicBlock", "TimmBottleneck"]
 
-_ATTN_FIELDS = tuple(AttentionConfig.__dataclass_fields__)
 
 #: Block classes :func:`convert` understands, by source.
 SUPPORTED_BLOCKS: dict[str, tuple[type, ...]] = {
@@ -64,7 +63,7 @@ class FunctionChangeWarning(UserWarning):
 class _TimmExtras:
     """timm's own ``se`` at the end of F (may be None). timm's ``drop_path`` (DropPath, or None
     for the identity) becomes the block's ``drop_path``, which
-    :meth:`~resattn.blocks.ResidualBlock.forward` applies to the residual term, as timm does."""
+    :meth:`~resattn.layers.blocks.ResidualBlock.forward` applies to the residual term, as timm does."""
 
     se: Optional[nn.Module]
 
@@ -200,10 +199,10 @@ class ConversionReport:
 # --------------------------------------------------------------------------------------------
 
 def _conversion_config(pattern: Union[str, int], options: dict[str, Any]) -> AttentionConfig:
-    unknown = sorted(set(options) - set(_ATTN_FIELDS))
+    unknown = sorted(set(options) - set(ATTENTION_OPTIONS))
     if unknown:
         raise TypeError(f"unexpected keyword arguments {unknown}; attention options are: "
-                        f"{', '.join(f for f in _ATTN_FIELDS if f != 'pattern')}")
+                        f"{', '.join(f for f in ATTENTION_OPTIONS if f != 'pattern')}")
     options = dict(options)
     options.setdefault("modulation", "near_identity")  # function-preserving default for 1-3
     return AttentionConfig(pattern=pattern, **options)
@@ -211,23 +210,7 @@ def _conversion_config(pattern: Union[str, int], options: dict[str, Any]) -> Att
 
 def _function_changes(config: AttentionConfig) -> list[str]:
     """Options of the used paths that make the block differ from the plain block at init."""
-    if config.pattern == "none":
-        return []
-    if config.pattern == "dual":
-        paths = [("skip_", config.skip_attn), ("res_", config.res_attn)]
-    else:
-        paths = [("", config.attn)]
-    reasons = []
-    for prefix, attn in paths:
-        if attn is None:
-            continue
-        modulation = getattr(config, f"{prefix}modulation")
-        gamma_init = getattr(config, f"{prefix}gamma_init")
-        if modulation == "gate":
-            reasons.append(f"{prefix}modulation='gate'")
-        elif gamma_init != 0:
-            reasons.append(f"{prefix}gamma_init={gamma_init!r}")
-    return reasons
+    return [reason for path in config.paths().values() for reason in path.function_changes()]
 
 
 def _channels(block: nn.Module) -> tuple[int, int]:
@@ -281,7 +264,7 @@ _TORCHVISION_RESNETS = {
 
 def _source_arch(model: nn.Module) -> Optional[tuple[str, dict[str, Any]]]:
     """``(arch, model_kwargs)`` that rebuild ``model`` before conversion (for
-    :func:`resattn.weights.save_checkpoint`): ``'torchvision:resnet50'`` from a torchvision
+    :func:`resattn.tools.weights.save_checkpoint`): ``'torchvision:resnet50'`` from a torchvision
     ResNet's structure, ``'timm:NAME'`` from a timm model's ``pretrained_cfg``; None when
     unknown (then ``save_checkpoint`` asks for ``arch``)."""
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
@@ -312,7 +295,7 @@ def convert(model: nn.Module, pattern: Union[str, int] = "dual", *, stages: Plac
             turns foreign blocks into plain resattn blocks (for monitoring and inspection).
         stages: placement: 1-based stage numbers, a rule ``(stage, block_index) -> bool``, or None
             (every stage for patterns 1-3, the last two stages for ``dual``, as ``create_model``).
-        **attention_options: fields of :class:`~resattn.blocks.AttentionConfig` (``attn``,
+        **attention_options: fields of :class:`~resattn.layers.blocks.AttentionConfig` (``attn``,
             ``modulation``, ``gamma_init``, ``gamma_max``, ``skip_attn``, ``res_attn``,
             ``skip_modulation``, ``res_modulation``, ``skip_gamma_init``, ``res_gamma_init``,
             ``skip_gamma_max``, ``res_gamma_max``, ``gamma_shape``, ``attn_kwargs``, ...).
@@ -323,11 +306,11 @@ def convert(model: nn.Module, pattern: Union[str, int] = "dual", *, stages: Plac
         A :class:`ConversionReport`. The model records its options as
         ``model.resattn_convert_kwargs``, and, for a torchvision or timm model, its source as
         ``model.resattn_arch`` / ``model.resattn_model_kwargs`` (``'torchvision:resnet50'``,
-        ``'timm:resnet50'``), so that :func:`resattn.weights.save_checkpoint` needs no ``arch``.
+        ``'timm:resnet50'``), so that :func:`resattn.tools.weights.save_checkpoint` needs no ``arch``.
 
     Raises:
         ValueError: no supported residual block in ``model``; a resattn block that already has a
-            pattern; bad options (the errors of :class:`~resattn.blocks.AttentionConfig` and of
+            pattern; bad options (the errors of :class:`~resattn.layers.blocks.AttentionConfig` and of
             :func:`~resattn.models.resolve_placement`).
         TypeError: ``model`` is not an ``nn.Module``, or an unknown option.
 
@@ -447,7 +430,7 @@ def _swap(model: nn.Module, step: _Step) -> None:
 def _record(model: nn.Module, pattern: str, stages: Placement, options: dict[str, Any],
             source_arch: Optional[tuple[str, dict[str, Any]]]) -> None:
     """``model.resattn_convert_kwargs`` (and the source of a torchvision or timm model) for
-    :func:`resattn.weights.save_checkpoint`."""
+    :func:`resattn.tools.weights.save_checkpoint`."""
     record = {"pattern": pattern}
     if stages is not None:
         record["stages"] = stages

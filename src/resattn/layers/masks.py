@@ -6,7 +6,7 @@ Every attention type that scales its input gives, for an input z of shape (N, C,
                         m: a mask broadcastable to p
 
 so a gated path can apply its modulation in one fused operation on the full map instead of
-materialising z * m, then gamma * (z * m), then z + ... (see :mod:`resattn.modulation`). The
+materialising z * m, then gamma * (z * m), then z + ... (see :mod:`resattn.layers.modulation`). The
 masks below repeat, line by line, the ``forward`` of the timm module they stand for (timm 1.0.x,
 ``timm/layers/``) up to the final ``x * gate(...)``; they read the module's own parameters, so
 state_dicts and checkpoints are unchanged.
@@ -36,7 +36,7 @@ goes to one of them instead of being shared. fp32 and fp64 maps keep ``amax``.
 
 No mask form: ``gca`` (GlobalContext with ``fuse_add``: it adds a context term, z + t(z), which no
 mask reproduces), user callables and any other module. Those keep the module's own forward
-(:func:`has_mask_form` is False) and :class:`~resattn.modulation.Modulation` applies them as before.
+(:func:`has_mask_form` is False) and :class:`~resattn.layers.modulation.Modulation` applies them as before.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
     results.csv          one row per run (config, params, MFLOPs per image, train time, images/s,
                          best and final test accuracy, status, diverged, the stability metrics of
-                         :mod:`resattn.stability`) and its group's statistics (``group_*``: n, mean,
+                         :mod:`resattn.workflow.stability`) and its group's statistics (``group_*``: n, mean,
                          std, seed-paired difference to the baseline with 95% CI, verdict)
     summary.csv          one row per group (variant, attention, learning rate) with those statistics
     report.md            the grouped table (n, mean ± std, paired difference [95% CI], verdict,
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-from .machine import device_label  # noqa: F401 (public here since issue 13)
+from ..utils.machine import device_label  # noqa: F401 (public here since issue 13)
 
 __all__ = ["write_report", "summarise", "format_table", "read_metrics", "write_csv", "accuracy_plot",
            "metric_plot", "paired_delta_plot", "METRIC_RANGE", "attention_label",
@@ -88,8 +88,8 @@ def _cell_label(cell: dict[str, Any]) -> str:
 def attention_label(model_kwargs: dict[str, Any]) -> str:
     """The attention of a run as tables show it: ``se`` (patterns 1-3), ``eca / cbam`` (dual:
     skip / residual), ``-`` (none); ``none`` for a path without attention. Defaults are
-    :class:`resattn.blocks.AttentionConfig`'s."""
-    from .blocks import AttentionConfig, resolve_pattern
+    :class:`resattn.layers.blocks.AttentionConfig`'s."""
+    from ..layers.blocks import AttentionConfig, resolve_pattern
     default = AttentionConfig()
     pattern = resolve_pattern(model_kwargs.get("pattern", "none"))
 
@@ -113,7 +113,7 @@ def group_label(variant: str, attn: Optional[str], cell: dict[str, Any]) -> str:
 def summarise(rows: list[dict[str, Any]], *, baseline: str = "none", metric: str = "final_acc",
               cell_keys: tuple[str, ...] = (), confidence: float = 0.95) -> list[dict[str, Any]]:
     """One line per group (cell, variant, attn) with n, mean, std of ``metric`` over finished runs
-    and the seed-paired difference to ``baseline`` in the same cell (:func:`resattn.stats.paired_difference`).
+    and the seed-paired difference to ``baseline`` in the same cell (:func:`resattn.workflow.stats.paired_difference`).
 
     Diverged and failed runs are counted, not averaged: a seed pairs only when both runs finished.
     Stability columns are means over finished and diverged runs (``min_skip_gain``: the lowest).
@@ -358,7 +358,7 @@ def paired_delta_plot(path: Path, cells: list[dict[str, Any]], *, metric: str, b
 
     Args:
         cells: dicts with ``cell``, ``n``, ``diff``, ``ci_low``, ``ci_high`` and ``outcome``
-            (as :func:`resattn.study.evaluate_hypothesis` returns them).
+            (as :func:`resattn.workflow.study.evaluate_hypothesis` returns them).
         thresholds: the values the decision rule compares the CI with (0: the CI must exclude
             no difference).
     """
@@ -539,7 +539,7 @@ def precision_text(rows: list[dict[str, Any]]) -> str:
 
 def machine_lines(command: str, wall_time_s: float, rows: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: the exact command, wall time, precision, machine and versions."""
-    from .machine import machine_description, versions
+    from ..utils.machine import machine_description, versions
     return [
         "    " + command, "",
         f"- wall time of this invocation: {wall_time_s:.0f} s; training time of all runs: "
@@ -556,7 +556,7 @@ STATS_NOTE = ("n = finished seeds; mean ± std over them (no spread at n=1). Δ 
               "and flipped labels), with a {conf}% CI from Student's t over the pairs; verdict "
               "`better`/`worse` when the CI excludes 0, else `indistinguishable` at this budget "
               "(`n<2`: no CI). Diverged runs are counted, not averaged. Stability columns: "
-              "see `resattn.stability` (loss spikes: step-loss peaks above 3x the running median).")
+              "see `resattn.workflow.stability` (loss spikes: step-loss peaks above 3x the running median).")
 
 
 def unfinished_runs(rows: list[dict[str, Any]]) -> list[str]:

@@ -4,7 +4,7 @@ A record is a flat-ish dict with a ``"type"`` (``step``, ``epoch``, ``diverged``
 hands every record to each sink and knows nothing about files or loggers. Two sinks ship:
 
     JsonlSink         ``metrics.jsonl``, one strict-JSON object per line (the source of every
-                      report, of :mod:`resattn.stability` and of resume's clean-up)
+                      report, of :mod:`resattn.workflow.stability` and of resume's clean-up)
     TensorBoardSink   TensorBoard event files (``tensorboard/`` beside ``metrics.jsonl``): scalars per
                       step (loss, train accuracy, gradient norm, lr, images/s) and per epoch (losses,
                       accuracies, lr, and per block gamma_s, gamma_r and skip gain)

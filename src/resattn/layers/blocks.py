@@ -8,7 +8,7 @@ x: block input (N, C_in, H, W); F: the residual branch; skip: identity or projec
     pre     y = act(skip(x)      + F(A(x)))         input conditioning of the branch
     dual    y = act(A_s(skip(x)) + A_r(F(x)))       one gate per path (skip-aware fusion)
 
-Each A is a :class:`~resattn.modulation.Modulation` (``gate`` or ``near_identity``). The bodies follow
+Each A is a :class:`~resattn.layers.modulation.Modulation` (``gate`` or ``near_identity``). The bodies follow
 torchvision's ``BasicBlock`` and ``Bottleneck`` (He et al., "Deep Residual Learning for Image
 Recognition", CVPR 2016; attribute names match torchvision so its ``state_dict`` loads), and the
 parameter-free option-A shortcut of the same paper for CIFAR networks.
@@ -16,7 +16,7 @@ parameter-free option-A shortcut of the same paper for CIFAR networks.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 
@@ -30,7 +30,8 @@ from .modulation import (FusedSwitch, Modulation, add_terms, eager_only, fused_e
                          validate_modulation)
 
 __all__ = [
-    "PATTERNS", "NORM_LAYERS", "SHORTCUTS", "AttentionConfig", "resolve_pattern",
+    "PATTERNS", "NORM_LAYERS", "SHORTCUTS", "PATH_NAMES", "PathConfig", "AttentionConfig", "ATTENTION_OPTIONS",
+    "resolve_pattern",
     "get_norm_layer", "attention_paths", "ResidualBlock", "BasicBlock", "Bottleneck", "ShortcutA",
     "conv1x1", "conv3x3",
 ]
@@ -57,6 +58,62 @@ def resolve_pattern(pattern: Union[str, int]) -> str:
         return resolve_pattern(int(pattern))
     allowed = ", ".join(f"{i}={p}" for i, p in enumerate(PATTERNS))
     raise ValueError(f"pattern={pattern!r} is not allowed; allowed: {allowed}")
+
+
+#: The gated paths a block can have: ``attn`` (the one path of patterns 1-3), and ``skip`` and
+#: ``res`` (the two paths of ``dual``).
+PATH_NAMES: tuple[str, ...] = ("attn", "skip", "res")
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    """The options of one gated path z -> z * g(z): attention type, modulation and its gamma.
+
+    :meth:`AttentionConfig.path` gives one per path; blocks, models and ``convert`` read a path's
+    options from it instead of from prefixed names. ``name`` is ``attn``, ``skip`` or ``res``:
+    the keyword names of :class:`AttentionConfig` are ``<name>_<option>`` for ``skip`` and
+    ``res`` and the bare option for ``attn`` (``skip_gamma_max``, ``gamma_max``); errors name them.
+    """
+
+    name: str
+    attn: AttnSpec
+    modulation: str
+    gamma_init: float = 0.0
+    gamma_max: Optional[float] = None
+    gamma_shape: str = "scalar"
+    attn_kwargs: Optional[dict[str, Any]] = None
+
+    @property
+    def prefix(self) -> str:
+        """``''``, ``'skip_'`` or ``'res_'``: the prefix of this path's keyword names."""
+        return "" if self.name == "attn" else f"{self.name}_"
+
+    def validate(self) -> "PathConfig":
+        """Check the modulation options (:func:`resattn.layers.modulation.validate_modulation`).
+
+        Raises:
+            ValueError: the message names the keyword (``skip_gamma_init=...``).
+        """
+        validate_modulation(self.modulation, self.gamma_init, self.gamma_max, self.gamma_shape,
+                            prefix=self.prefix)
+        return self
+
+    def build(self, channels: int) -> Modulation:
+        """The :class:`Modulation` of this path on ``channels`` channels."""
+        return Modulation(self.attn, channels, self.modulation, gamma_init=self.gamma_init,
+                          gamma_max=self.gamma_max, gamma_shape=self.gamma_shape,
+                          attn_kwargs=self.attn_kwargs, arg=f"{self.prefix}attn", prefix=self.prefix)
+
+    def function_changes(self) -> list[str]:
+        """What makes this path differ from the identity at initialisation (``gate``
+        modulation, or a near-identity gamma that does not start at 0), as keyword=value."""
+        if self.attn is None:
+            return []
+        if self.modulation == "gate":
+            return [f"{self.prefix}modulation='gate'"]
+        if self.gamma_init != 0:
+            return [f"{self.prefix}gamma_init={self.gamma_init!r}"]
+        return []
 
 
 @dataclass(frozen=True)
@@ -102,11 +159,8 @@ class AttentionConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pattern", resolve_pattern(self.pattern))
-        validate_modulation(self.modulation, self.gamma_init, self.gamma_max, self.gamma_shape)
-        validate_modulation(self.skip_modulation, self.skip_gamma_init, self.skip_gamma_max,
-                            self.gamma_shape, prefix="skip_")
-        validate_modulation(self.res_modulation, self.res_gamma_init, self.res_gamma_max,
-                            self.gamma_shape, prefix="res_")
+        for name in PATH_NAMES:
+            self.path(name).validate()
         # every name is checked; keyword arguments only against the paths the pattern uses
         dual = self.pattern == "dual"
         used = {"attn": self.pattern in ("branch", "post", "pre"), "skip_attn": dual, "res_attn": dual}
@@ -127,17 +181,33 @@ class AttentionConfig:
         """The same options with another pattern (used for blocks outside the placement)."""
         return replace(self, pattern=pattern)
 
+    def path(self, name: str) -> PathConfig:
+        """The options of one path, ``'attn'``, ``'skip'`` or ``'res'``, as a :class:`PathConfig`
+        (whether or not the pattern uses it; :meth:`paths` gives the used ones).
+
+        Raises:
+            ValueError: ``name`` not in :data:`PATH_NAMES`.
+        """
+        if name == "attn":
+            return PathConfig("attn", self.attn, self.modulation, self.gamma_init, self.gamma_max,
+                              self.gamma_shape, self.attn_kwargs)
+        if name == "skip":
+            return PathConfig("skip", self.skip_attn, self.skip_modulation, self.skip_gamma_init,
+                              self.skip_gamma_max, self.gamma_shape, self._path_kwargs("skip"))
+        if name == "res":
+            return PathConfig("res", self.res_attn, self.res_modulation, self.res_gamma_init,
+                              self.res_gamma_max, self.gamma_shape, self._path_kwargs("res"))
+        raise ValueError(f"path={name!r} is not allowed; allowed: {', '.join(PATH_NAMES)}")
+
+    def paths(self) -> dict[str, PathConfig]:
+        """The paths this pattern uses: none for ``none``, ``attn`` for patterns 1-3, ``skip``
+        and ``res`` for ``dual``."""
+        names = {"none": (), "dual": ("skip", "res")}.get(self.pattern, ("attn",))
+        return {name: self.path(name) for name in names}
+
     def modulation_for(self, path: str, channels: int) -> Modulation:
         """Build the :class:`Modulation` of one path: ``'attn'``, ``'skip'`` or ``'res'``."""
-        if path == "attn":
-            return Modulation(self.attn, channels, self.modulation, gamma_init=self.gamma_init,
-                              gamma_max=self.gamma_max, gamma_shape=self.gamma_shape,
-                              attn_kwargs=self.attn_kwargs, arg="attn")
-        return Modulation(
-            getattr(self, f"{path}_attn"), channels, getattr(self, f"{path}_modulation"),
-            gamma_init=getattr(self, f"{path}_gamma_init"),
-            gamma_max=getattr(self, f"{path}_gamma_max"), gamma_shape=self.gamma_shape,
-            attn_kwargs=self._path_kwargs(path), arg=f"{path}_attn", prefix=f"{path}_")
+        return self.path(path).build(channels)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-value dictionary (callables shown by name), for logs and reports."""
@@ -146,6 +216,11 @@ class AttentionConfig:
             if d[k] is not None and not isinstance(d[k], str):
                 d[k] = getattr(d[k], "__name__", repr(d[k]))
         return d
+
+
+#: The keyword names of :class:`AttentionConfig`: what ``create_model``, ``convert`` and study
+#: files accept as attention options.
+ATTENTION_OPTIONS: tuple[str, ...] = tuple(AttentionConfig.__dataclass_fields__)
 
 
 def get_norm_layer(norm_layer: NormSpec) -> Callable[[int], nn.Module]:
@@ -295,7 +370,7 @@ class ResidualBlock(FusedSwitch, nn.Module):
     def from_modules(cls, modules: Mapping[str, Optional[nn.Module]], *, stride: int,
                      config: AttentionConfig, paths: Mapping[str, Modulation]) -> "ResidualBlock":
         """A block around existing modules, without creating backbone weights (used by
-        :func:`resattn.convert.convert`).
+        :func:`resattn.tools.convert.convert`).
 
         Args:
             modules: attribute name -> module (or None), in registration order: the branch
@@ -343,7 +418,7 @@ class ResidualBlock(FusedSwitch, nn.Module):
     @eager_only
     def fusable(self) -> bool:
         """True when :meth:`combine_fused` applies: ``fused`` on (captured at construction,
-        :meth:`set_fused`) and nothing tracing (:func:`resattn.modulation.fused_enabled`)."""
+        :meth:`set_fused`) and nothing tracing (:func:`resattn.layers.modulation.fused_enabled`)."""
         return self.fused and fused_enabled()
 
     def combine(self, x: torch.Tensor) -> torch.Tensor:
@@ -386,7 +461,7 @@ class ResidualBlock(FusedSwitch, nn.Module):
 
     def branch_output(self) -> nn.Module:
         """The module whose output is F's output (the last norm of the branch here; a converted
-        timm block with ``se``/``drop_path`` ends with those). :class:`resattn.monitor.GateMonitor`
+        timm block with ``se``/``drop_path`` ends with those). :class:`resattn.tools.monitor.GateMonitor`
         hooks it."""
         return self.bn3 if hasattr(self, "bn3") else self.bn2
 

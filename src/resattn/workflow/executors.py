@@ -59,7 +59,7 @@ RAY_EXTRA_HINT = "pip install 'resattn[ray]'"
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What :func:`resattn.data.load_dataset` needs to load a grid's data (jobs with equal
+    """What :func:`resattn.workflow.data.load_dataset` needs to load a grid's data (jobs with equal
     specs share one loaded copy)."""
 
     dataset: str
@@ -75,7 +75,7 @@ class DataSpec:
                    config.test_subset)
 
     def load(self) -> DataBundle:
-        """Raises: :class:`resattn.data.DataNotFoundError` when the files are missing."""
+        """Raises: :class:`resattn.workflow.data.DataNotFoundError` when the files are missing."""
         return load_dataset(self.dataset, self.data_dir, download=self.download,
                             train_subset=self.train_subset, test_subset=self.test_subset)
 
@@ -158,7 +158,7 @@ class Executor:
         early, so that running tasks are stopped.
 
         Raises:
-            resattn.data.DataNotFoundError: the data set is missing (before any run starts).
+            resattn.workflow.data.DataNotFoundError: the data set is missing (before any run starts).
             KeyboardInterrupt: Ctrl-C; finished runs and checkpoints stay on disk.
         """
         todo = []
@@ -182,7 +182,7 @@ class SequentialExecutor(Executor):
 
     Args:
         train_fn: the training function, called as ``train_fn(config, run_dir, bundle=...,
-            resume=True, progress=...)`` (default :func:`resattn.train.train`).
+            resume=True, progress=...)`` (default :func:`resattn.workflow.train.train`).
     """
 
     name = "sequential"
@@ -314,7 +314,7 @@ def _checkpoint_epoch(path: Path) -> Optional[int]:
     if not path.is_file():
         return None
     try:
-        from .weights import read_checkpoint
+        from ..tools.weights import read_checkpoint
         return int(read_checkpoint(path)["epoch"])
     except Exception:
         return None

@@ -28,7 +28,7 @@ def device_name(device: Optional[torch.device] = None) -> str:
 
 def device_label(device: str = "cpu") -> str:
     """The device in words: the GPU's name, or the CPU's model, its threads and whether it has
-    native bf16 units (:func:`resattn.precision.cpu_has_native_bf16`)."""
+    native bf16 units (:func:`resattn.utils.precision.cpu_has_native_bf16`)."""
     from .precision import cpu_has_native_bf16
     if str(device).startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))

@@ -1,6 +1,6 @@
 """The evidence page: ``resattn evidence RUNS_DIR... --out docs/evidence.md``.
 
-Reads finished study folders (``study.json`` written by :func:`resattn.study.run_study`). The page
+Reads finished study folders (``study.json`` written by :func:`resattn.workflow.study.run_study`). The page
 opens with "When to choose pattern 4": each clause of the pattern's decision rule
 (:data:`RULE_CLAUSES`) next to the verdicts that speak to it (budget, n, effect, CI, validity), or
 "not tested". Then one section per study: the claim, the validity line, the decision rule, the

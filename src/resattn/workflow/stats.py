@@ -1,7 +1,7 @@
 """Statistics over seeds: per-variant summaries and seed-paired differences against a baseline.
 
 Runs of two variants with the same seed share their data (subset, order, augmentation draws,
-flipped labels; see :mod:`resattn.train`), so the per-seed differences d_i = a_i - b_i remove the
+flipped labels; see :mod:`resattn.workflow.train`), so the per-seed differences d_i = a_i - b_i remove the
 seed-to-seed variation the two runs have in common. Over the n seeds that both variants finished:
 
     mean difference  d̄ = (1/n) Σ d_i

@@ -180,7 +180,7 @@ def export(model_or_path: Union[nn.Module, str, os.PathLike], out: Union[str, os
            format: str = "onnx", *, input_shape: Optional[Sequence[int]] = None,
            image_size: Optional[Sequence[int]] = None, batch: int = 2,
            onnx_exporter: str = "auto", opset: Optional[int] = None, seed: int = 0) -> ExportReport:
-    """Export a model (or a checkpoint / architecture spec, see :func:`resattn.weights.load_model`)
+    """Export a model (or a checkpoint / architecture spec, see :func:`resattn.tools.weights.load_model`)
     with dynamic batch, height and width, then check the file against eager PyTorch.
 
     Args:
