@@ -30,9 +30,8 @@ from .modulation import (FusedSwitch, Modulation, add_terms, eager_only, fused_e
                          validate_modulation)
 
 __all__ = [
-    "PATTERNS", "NORM_LAYERS", "SHORTCUTS", "PATH_NAMES", "PathConfig", "AttentionConfig", "ATTENTION_OPTIONS",
-    "resolve_pattern",
-    "get_norm_layer", "attention_paths", "ResidualBlock", "BasicBlock", "Bottleneck", "ShortcutA",
+    "PATTERNS", "NORM_LAYERS", "SHORTCUTS", "PATH_NAMES", "PathConfig", "AttentionConfig",
+    "ATTENTION_OPTIONS", "resolve_pattern", "get_norm_layer", "attention_paths", "ResidualBlock", "BasicBlock", "Bottleneck", "ShortcutA",
     "conv1x1", "conv3x3",
 ]
 
@@ -159,16 +158,12 @@ class AttentionConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pattern", resolve_pattern(self.pattern))
+        # every path is checked; attention keyword arguments only on the paths the pattern uses
+        used = self.paths()
         for name in PATH_NAMES:
-            self.path(name).validate()
-        # every name is checked; keyword arguments only against the paths the pattern uses
-        dual = self.pattern == "dual"
-        used = {"attn": self.pattern in ("branch", "post", "pre"), "skip_attn": dual, "res_attn": dual}
-        kwargs = {"attn": self.attn_kwargs, "skip_attn": self._path_kwargs("skip"),
-                  "res_attn": self._path_kwargs("res")}
-        for arg, is_used in used.items():
-            spec = getattr(self, arg)
-            validate_attn(spec, kwargs[arg] if is_used or spec is None else None, arg=arg)
+            path = self.path(name).validate()
+            validate_attn(path.attn, path.attn_kwargs if name in used or path.attn is None else None,
+                          arg=f"{path.prefix}attn")
 
     def _path_kwargs(self, path: str) -> Optional[dict[str, Any]]:
         own = self.skip_attn_kwargs if path == "skip" else self.res_attn_kwargs

@@ -771,7 +771,6 @@ def run_studies(studies: list[Study], budget: str, outs: dict[str, str | Path], 
             sp.run_id = f"{st.name}/{spec.run_id}"
             flat.append(sp)
     t0 = time.perf_counter()
-    _check_stale(all_specs, folders, resume)
     from .executors import ReportOnlyExecutor
     report_only = isinstance(executor, ReportOnlyExecutor)  # the wall time is no training time
     # each run's copy goes straight into its own study's folder (the cache holds the training)
@@ -792,22 +791,6 @@ def run_studies(studies: list[Study], budget: str, outs: dict[str, str | Path], 
         out.append(_write_study_report(st, budget, folders[st.name], rows, ev, command, wall,
                                        cache_dir, report_only=report_only))
     return out
-
-
-def _check_stale(all_specs: dict[str, list[Any]], folders: dict[str, Path],
-                 resume: bool = True) -> None:
-    from .cache import cached_mismatch
-    from .compare import _mismatch
-
-    def mismatch(run_dir: Path, config: TrainConfig) -> Optional[str]:
-        if (run_dir / "cache.json").is_file():
-            return cached_mismatch(run_dir, config)
-        return _mismatch(run_dir, config, resume)
-    stale = [m for name, specs in all_specs.items() for m in
-             (mismatch(folders[name] / "runs" / s.run_id, s.config) for s in specs) if m]
-    if stale:
-        raise ValueError(f"study folders hold runs made with other options: {'; '.join(stale)}. "
-                         "Use another --out, or delete those runs")
 
 
 def _fmt_p(p: Optional[float]) -> str:
