@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn as nn
 from torch.func import functional_call
 
 from resattn import ATTN_NAMES, AttentionConfig, BasicBlock, Bottleneck
@@ -382,3 +383,32 @@ def test_low_precision_pooling_matches_mean_and_amax():
         assert torch.allclose(ga.float(), gb.float(), rtol=2 ** -7, atol=1e-6), fn.__name__
     x = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(_MaxOverChannels.apply, (x,))
+
+
+def test_pointwise_runs_a_pooled_1x1_conv_as_linear_with_the_same_values():
+    """SE-style MLPs on (N, C, 1, 1) run as F.linear with the conv's own weight and bias: the same
+    output and gradients as the convolution; anything else is called as it is."""
+    from resattn.layers.masks import pointwise
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 4, 1)
+    x = torch.randn(8, 16, 1, 1, dtype=torch.float64)
+    conv = conv.double()
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = pointwise(conv, xa), conv(xb)
+    assert ya.shape == yb.shape == (8, 4, 1, 1)
+    assert (ya - yb).abs().max().item() <= 1e-12
+    g = torch.randn_like(ya)
+    ga = torch.autograd.grad(ya, [xa, conv.weight, conv.bias], g)
+    gb = torch.autograd.grad(yb, [xb, conv.weight, conv.bias], g)
+    assert max((a - b).abs().max().item() for a, b in zip(ga, gb)) <= 1e-12
+    # a 3x3 kernel, a larger map, a grouped conv: the module's own call, same values
+    for module, shape in ((nn.Conv2d(16, 4, 3, padding=1), (2, 16, 1, 1)),
+                          (nn.Conv2d(16, 4, 1), (2, 16, 2, 2)),
+                          (nn.Conv2d(16, 4, 1, groups=4), (2, 16, 1, 1))):
+        z = torch.randn(shape)
+        assert torch.equal(pointwise(module, z), module(z))
+    # a hook on the conv is honoured: the module is called
+    calls = []
+    conv.register_forward_hook(lambda *a: calls.append(1))
+    pointwise(conv, x)
+    assert calls == [1]
