@@ -31,8 +31,8 @@ from .modulation import (FusedSwitch, Modulation, add_terms, eager_only, fused_e
 
 __all__ = [
     "PATTERNS", "NORM_LAYERS", "SHORTCUTS", "PATH_NAMES", "PathConfig", "AttentionConfig",
-    "ATTENTION_OPTIONS", "resolve_pattern", "get_norm_layer", "attention_paths", "ResidualBlock", "BasicBlock", "Bottleneck", "ShortcutA",
-    "conv1x1", "conv3x3",
+    "ATTENTION_OPTIONS", "resolve_pattern", "get_norm_layer", "attention_paths", "ResidualBlock",
+    "BasicBlock", "Bottleneck", "ShortcutA", "conv1x1", "conv3x3",
 ]
 
 PATTERNS: tuple[str, ...] = ("none", "branch", "post", "pre", "dual")

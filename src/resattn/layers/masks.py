@@ -59,7 +59,7 @@ from timm.layers.global_context import GlobalContext
 from timm.layers.squeeze_excite import EffectiveSEModule, SEModule
 
 __all__ = ["MaskForm", "has_mask_form", "mask_form", "mean_hw", "mean_c", "max_hw", "max_c",
-           "pointwise"]
+           "pointwise", "has_hooks"]
 
 #: (p, m) with A(z) == p * m; p is None when it is z itself.
 MaskForm = tuple[Optional[torch.Tensor], torch.Tensor]
@@ -114,14 +114,26 @@ def max_c(x: torch.Tensor) -> torch.Tensor:
     return x.amax(dim=1, keepdim=True)
 
 
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOK_DICTS = ("_global_forward_hooks", "_global_forward_pre_hooks",
+                      "_global_backward_hooks", "_global_backward_pre_hooks")
+
+
+def has_hooks(module: nn.Module, *, own: bool = True) -> bool:
+    """True when ``module(x)`` would call a hook: forward, forward-pre or backward, the
+    module's own (``own``) or global ones (``torch.nn.modules.module.register_module_*``)."""
+    from torch.nn.modules import module as _m
+    return ((own and any(getattr(module, d, None) for d in _HOOK_DICTS))
+            or any(getattr(_m, d, None) for d in _GLOBAL_HOOK_DICTS))
+
+
 def pointwise(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` for a pooled x (N, C, 1, 1): a plain 1x1 ``nn.Conv2d`` (stride 1, no padding,
     one group) runs as ``F.linear`` on x flattened, then back to (N, C_out, 1, 1); anything else
-    (another module, a larger map) is called as it is."""
+    (another module, a larger map, a conv with a hook: :func:`has_hooks`) is called as it is."""
     if (type(conv) is nn.Conv2d and x.dim() == 4 and x.shape[2] == 1 and x.shape[3] == 1
             and conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
-            and conv.padding in ((0, 0), "valid") and not conv._forward_hooks
-            and not conv._forward_pre_hooks):
+            and conv.padding in ((0, 0), "valid") and not has_hooks(conv)):
         y = F.linear(x.flatten(1), conv.weight.flatten(1), conv.bias)
         return y.view(y.shape[0], y.shape[1], 1, 1)
     return conv(x)

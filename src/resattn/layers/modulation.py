@@ -53,7 +53,7 @@ import torch
 import torch.nn as nn
 
 from .attention import AttnSpec, attn_name, create_attention
-from .masks import has_mask_form, mask_form
+from .masks import has_hooks, has_mask_form, mask_form
 
 __all__ = ["MODULATIONS", "GAMMA_SHAPES", "Modulation", "FusedSwitch", "validate_modulation",
            "fused", "set_fused", "fused_enabled", "has_hooks", "add_terms", "scale_terms", "Terms"]
@@ -138,20 +138,6 @@ def fused_enabled() -> bool:
     ``fused`` setting is checked besides."""
     return (not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
             and not fx_tracing())
-
-
-_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-_GLOBAL_HOOK_DICTS = ("_global_forward_hooks", "_global_forward_pre_hooks",
-                      "_global_backward_hooks", "_global_backward_pre_hooks")
-
-
-@eager_only
-def has_hooks(module: nn.Module, *, own: bool = True) -> bool:
-    """True when ``module(x)`` would call a hook: forward, forward-pre or backward, the
-    module's own (``own``) or global ones (``torch.nn.modules.module.register_module_*``)."""
-    from torch.nn.modules import module as _m
-    return ((own and any(getattr(module, d, None) for d in _HOOK_DICTS))
-            or any(getattr(_m, d, None) for d in _GLOBAL_HOOK_DICTS))
 
 
 @eager_only
