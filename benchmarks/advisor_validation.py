@@ -49,6 +49,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "main": {"train": {}, "floor": 88.0},
     "noisy": {"train": {"label_noise": 0.2}, "floor": 85.0},
     "less-data": {"train": {"train_subset": 5000, "epochs": 15}, "floor": 80.0},
+    # every run (plain included) fine-tunes one trained plain network, the base; the advisor
+    # scores that base (its own plan): the retrofit case
+    "retrofit": {"train": {"train_subset": 20000, "epochs": 1, "lr": 0.02}, "floor": 88.0,
+                 "retrofit": True},
 }
 #: Training options of every run (the evidence issue's budget where plain trains).
 TRAIN = {"model": "cifar_resnet20", "dataset": "fashion-mnist", "epochs": 2, "batch_size": 128,
@@ -67,19 +71,68 @@ def _blocks(smoke: bool) -> list[str]:
     return ["1.0", "2.1", "3.2"] if smoke else blocks
 
 
-REGISTERED_PLAN = Path(__file__).resolve().parents[1] / "studies" / "advisor" / "11-advisor-plan.json"
+REGISTERED = Path(__file__).resolve().parents[1] / "studies" / "advisor"
+REGISTERED_PLAN = REGISTERED / "11-advisor-plan.json"
+#: the retrofit setting's trained plain network (a state_dict) and the advisor's plan for it
+REGISTERED_BASE = REGISTERED / "11-advisor-retrofit-base.pt"
+REGISTERED_RETROFIT_PLAN = REGISTERED / "11-advisor-retrofit-plan.json"
 
 
-def make_plan(out: Path, seeds: list[int], smoke: bool, data_dir: str | None = None
+def _sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_base(folder: Path, smoke: bool, data_dir: str | None = None) -> Path:
+    """The retrofit setting's base: plain cifar_resnet20 trained with ``TRAIN`` (seed 0).
+
+    Its final weights are written as a ``state_dict`` to ``folder/base.pt``; the registered
+    copy (``studies/advisor/11-advisor-retrofit-base.pt``) is used when present, so that every
+    re-check fine-tunes the same network. An existing base is kept as it is.
+    """
+    import shutil
+
+    path = folder / "base.pt"
+    if path.exists():
+        print(f"base: kept {path} (sha256 {_sha256(path)[:12]})")
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    if not smoke and REGISTERED_BASE.exists():
+        shutil.copyfile(REGISTERED_BASE, path)
+        print(f"base: the registered {REGISTERED_BASE} (sha256 {_sha256(path)[:12]})")
+        return path
+    import torch
+
+    from resattn.tools.weights import load_model
+
+    config = dict(TRAIN, **(SMOKE if smoke else {}))
+    config.update(seed=0, device="cpu", model_kwargs={"pattern": "none"}, num_workers=0,
+                  data_dir=data_dir)
+    r = _run_one(str(folder / "base"), config)
+    print(f"base: trained plain, {r['status']} {r['final_acc']:.2f}%", flush=True)
+    model, _ = load_model(folder / "base" / "checkpoint.pt")
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    return path
+
+
+def make_plan(out: Path, seeds: list[int], smoke: bool, data_dir: str | None = None,
+              weights: Path | None = None, registered: Path = REGISTERED_PLAN
               ) -> dict[str, Any]:
+    """Score the placements once and freeze ranking, top3, bottom3 and random3 in
+    ``out/plan.json`` (the registered copy when present). ``weights``: a ``state_dict`` the
+    plain network is loaded with before scoring (the retrofit setting's base)."""
     path = out / "plan.json"
-    if not path.exists() and not smoke and REGISTERED_PLAN.exists():
-        plan = json.loads(REGISTERED_PLAN.read_text())
+    if not path.exists() and not smoke and registered.exists():
+        plan = json.loads(registered.read_text())
         if plan["seeds"] != seeds:
             raise SystemExit(f"--seeds {seeds} differ from the registered plan's {plan['seeds']}")
+        if weights is not None and plan.get("base_sha256") != _sha256(weights):
+            raise SystemExit(f"{weights} is not the base the registered plan {registered} scored")
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(REGISTERED_PLAN.read_text())
-        print(f"plan: the registered {REGISTERED_PLAN} (created {plan['created']})")
+        path.write_text(registered.read_text())
+        print(f"plan: the registered {registered} (created {plan['created']})")
         return plan
     if path.exists():
         plan = json.loads(path.read_text())
@@ -94,6 +147,11 @@ def make_plan(out: Path, seeds: list[int], smoke: bool, data_dir: str | None = N
     bundle = load_dataset("fashion-mnist", data_dir)
     torch.manual_seed(ADVISOR["seed"])
     model = create_model("cifar_resnet20", in_chans=1, num_classes=10)
+    base: dict[str, Any] = {}
+    if weights is not None:
+        from resattn.tools.weights import load_pretrained
+        load_pretrained(model, torch.load(weights, map_location="cpu", weights_only=True))
+        base = {"base": str(weights), "base_sha256": _sha256(weights)}
     data = dataset_batches(bundle.train, batch_size=ADVISOR["batch_size"],
                            batches=ADVISOR["batches"], seed=ADVISOR["seed"])
     t = time.perf_counter()
@@ -123,7 +181,7 @@ def make_plan(out: Path, seeds: list[int], smoke: bool, data_dir: str | None = N
     random3 = {str(s): sorted(random.Random(1000 + s).sample(_blocks(smoke), 3)) for s in seeds}
     combo = {"pattern": "branch", "attn": "se", "modulation": "near_identity"}
     plan = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "advisor": dict(ADVISOR),
-            "advisor_seconds_cpu": seconds, "advisor_meta": adv.meta, "seeds": seeds,
+            "advisor_seconds_cpu": seconds, "advisor_meta": adv.meta, "seeds": seeds, **base,
             "placements": placements,
             "combos": {"top3": {**combo, "stages": top3}, "bottom3": {**combo, "stages": bottom3},
                        "random3": {str(s): {**combo, "stages": r} for s, r in random3.items()}}}
@@ -174,19 +232,28 @@ def _result(run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def run_grid(plan: dict[str, Any], out: Path, setting: str, device: str, workers: int,
-             smoke: bool, data_dir: str | None = None) -> None:
+def grid_jobs(plan: dict[str, Any], out: Path, setting: str, device: str, smoke: bool,
+              data_dir: str | None = None, base: Path | None = None
+              ) -> list[tuple[str, dict[str, Any]]]:
+    """``(run_dir, TrainConfig options)`` of every run of ``setting`` not finished yet."""
     jobs = []
     for seed in plan["seeds"]:
         for name, options in _variants(plan, seed).items():
             run_dir = out / setting / "runs" / name / f"seed{seed}"
             if _result(run_dir) is not None:
                 continue
-            config = dict(TRAIN, **SETTINGS[setting]["train"], **(SMOKE if smoke else {}))
-            model_kwargs = {k: v for k, v in options.items()}
-            config.update(seed=seed, device=device, model_kwargs=model_kwargs, num_workers=0,
+            config = {**TRAIN, **SETTINGS[setting]["train"], **(SMOKE if smoke else {})}
+            config.update(seed=seed, device=device, model_kwargs=dict(options), num_workers=0,
                           data_dir=data_dir)
+            if base is not None:  # retrofit: every variant starts from the base's weights
+                config["init_from"] = str(base)
             jobs.append((str(run_dir), config))
+    return jobs
+
+
+def run_grid(plan: dict[str, Any], out: Path, setting: str, device: str, workers: int,
+             smoke: bool, data_dir: str | None = None, base: Path | None = None) -> None:
+    jobs = grid_jobs(plan, out, setting, device, smoke, data_dir, base)
     total = len(jobs)
     print(f"grid: {total} runs to train ({setting}), {workers} processes on {device}", flush=True)
     if not jobs:
@@ -367,9 +434,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     seeds = [0, 1] if args.smoke else [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
-    plan = make_plan(out, seeds, args.smoke, args.data_dir)
+    base = None
+    if SETTINGS[args.setting].get("retrofit"):
+        base = make_base(out / args.setting, args.smoke, args.data_dir)
+        plan = make_plan(out / args.setting, seeds, args.smoke, args.data_dir, weights=base,
+                         registered=REGISTERED_RETROFIT_PLAN)
+    else:
+        plan = make_plan(out, seeds, args.smoke, args.data_dir)
     if args.stage in ("all", "grid"):
-        run_grid(plan, out, args.setting, args.device, args.workers, args.smoke, args.data_dir)
+        run_grid(plan, out, args.setting, args.device, args.workers, args.smoke, args.data_dir,
+                 base)
     if args.stage in ("all", "analyse"):
         result = analyse(plan, out, args.setting)
         print((out / args.setting / "analysis.md").read_text())

@@ -289,3 +289,28 @@ def test_validation_rule_gate_and_floor(tmp_path):
     assert not r["gate"]["differ"] and r["verdict"].startswith("gains do not differ")
     r = _fake_study(tmp_path / "low", lambda s: 0.5 * s, plain=70.0)
     assert r["verdict"].startswith("invalid: plain's mean")
+
+
+def test_retrofit_setting_fine_tunes_the_base_and_keeps_its_plan(tmp_path, monkeypatch):
+    """Every retrofit run starts from the base's weights with the setting's budget, and a
+    registered plan is refused for a base it did not score."""
+    import json
+    drv = _driver()
+    plan = {"seeds": [0, 1], "placements": {"b1.0-branch": {"options": {"pattern": "branch"}}},
+            "combos": {"top3": {"stages": ["1.0"]}, "bottom3": {"stages": ["3.2"]},
+                       "random3": {"0": {"stages": ["2.0"]}, "1": {"stages": ["2.1"]}}}}
+    base = tmp_path / "base.pt"
+    torch.save(create_model("cifar_resnet20", in_chans=1, num_classes=10).state_dict(), base)
+    jobs = drv.grid_jobs(plan, tmp_path, "retrofit", "cpu", smoke=False, base=base)
+    assert len(jobs) == 2 * 5  # plain, one placement, top3, bottom3, random3 per seed
+    for run_dir, config in jobs:
+        assert config["init_from"] == str(base)
+        assert (config["epochs"], config["lr"], config["train_subset"]) == (1, 0.02, 20000)
+        assert config["model"] == "cifar_resnet20" and config["bf16"] is True
+    assert jobs[-1][1]["model_kwargs"] == {"stages": ["2.1"]} and jobs[-1][0].endswith("random3/seed1")
+    # the other settings start from scratch
+    assert all("init_from" not in c for _, c in drv.grid_jobs(plan, tmp_path, "main", "cpu", False))
+    registered = tmp_path / "registered.json"
+    registered.write_text(json.dumps({"seeds": [0, 1], "created": "x", "base_sha256": "0" * 64}))
+    with pytest.raises(SystemExit, match="is not the base"):
+        drv.make_plan(tmp_path / "retrofit", [0, 1], False, weights=base, registered=registered)
