@@ -27,7 +27,9 @@ The registered run (a CUDA machine, N processes; 22 variants x 5 seeds = 110 run
 
 Rerunning the same command resumes: finished runs are read back; ``--stage analyse`` only
 recomputes the statistics. A move to the next registered setting (``--setting noisy``, then
-``less-data``) is recorded under ``changes`` in the YAML before its runs.
+``less-data``, then ``retrofit``) is recorded under ``changes`` in the YAML before its runs.
+``retrofit`` first trains (or takes the registered) plain base network, the advisor scores that
+network into ``OUT/retrofit/plan.json``, and every run fine-tunes the base (``init_from``).
 """
 from __future__ import annotations
 
