@@ -291,7 +291,7 @@ def test_validation_rule_gate_and_floor(tmp_path):
     assert r["verdict"].startswith("invalid: plain's mean")
 
 
-def test_retrofit_setting_fine_tunes_the_base_and_keeps_its_plan(tmp_path, monkeypatch):
+def test_retrofit_setting_fine_tunes_the_base_and_keeps_its_plan(tmp_path):
     """Every retrofit run starts from the base's weights with the setting's budget, and a
     registered plan is refused for a base it did not score."""
     import json
