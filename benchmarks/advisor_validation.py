@@ -16,7 +16,7 @@ Three stages, each resumable (finished runs are read back, never retrained):
    later stages first), and top3 vs random3 vs bottom3 (paired t CIs). Writes
    ``OUT/SETTING/analysis.json``, ``analysis.md`` and ``gains.csv``.
 
-Smallest smoke test (CPU, about a minute on 2 cores)::
+Smallest smoke test (CPU, under a minute on 2 cores)::
 
     PYTHONPATH=src python benchmarks/advisor_validation.py --out runs/advisor-smoke --smoke
 
@@ -128,16 +128,26 @@ def make_plan(out: Path, seeds: list[int], smoke: bool, data_dir: str | None = N
     path = out / "plan.json"
     if not path.exists() and not smoke and registered.exists():
         plan = json.loads(registered.read_text())
-        if plan["seeds"] != seeds:
-            raise SystemExit(f"--seeds {seeds} differ from the registered plan's {plan['seeds']}")
         if weights is not None and plan.get("base_sha256") != _sha256(weights):
             raise SystemExit(f"{weights} is not the base the registered plan {registered} scored")
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(registered.read_text())
+        if plan["seeds"] == seeds:
+            path.write_text(registered.read_text())
+        else:  # a re-check on fresh seeds: the same ranking, each new seed's random3 drawn as registered
+            combo = {k: v for k, v in plan["combos"]["top3"].items() if k != "stages"}
+            plan["combos"]["random3"] = {
+                str(s): {**combo, "stages": sorted(random.Random(1000 + s).sample(_blocks(False), 3))}
+                for s in seeds}
+            plan.update(seeds=seeds, recheck_of=str(registered))
+            path.write_text(json.dumps(plan, indent=1))
+            print(f"plan: seeds {seeds} re-check the registered ranking (random3 drawn per seed)")
         print(f"plan: the registered {registered} (created {plan['created']})")
         return plan
     if path.exists():
         plan = json.loads(path.read_text())
+        if plan["seeds"] != seeds:
+            raise SystemExit(f"--seeds {seeds} differ from the seeds {plan['seeds']} of {path}; "
+                             "use another --out for other seeds")
         print(f"plan: kept {path} (registered {plan['created']})")
         return plan
     import torch

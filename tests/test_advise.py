@@ -314,3 +314,17 @@ def test_retrofit_setting_fine_tunes_the_base_and_keeps_its_plan(tmp_path):
     registered.write_text(json.dumps({"seeds": [0, 1], "created": "x", "base_sha256": "0" * 64}))
     with pytest.raises(SystemExit, match="is not the base"):
         drv.make_plan(tmp_path / "retrofit", [0, 1], False, weights=base, registered=registered)
+    # a re-check on fresh seeds keeps the ranking and draws each new seed's random3 as registered
+    import hashlib
+    import random
+    combos = {"top3": {"pattern": "branch", "stages": ["3.2", "1.0", "3.1"]},
+              "bottom3": {"pattern": "branch", "stages": ["3.0", "2.0", "1.2"]}, "random3": {}}
+    registered.write_text(json.dumps({"seeds": [0, 1], "created": "x", "combos": combos,
+                                      "base_sha256": hashlib.sha256(base.read_bytes()).hexdigest()}))
+    fresh = drv.make_plan(tmp_path / "recheck", [5, 6], False, weights=base, registered=registered)
+    assert fresh["seeds"] == [5, 6] and fresh["combos"]["top3"] == combos["top3"]
+    blocks = [f"{s}.{i}" for s in (1, 2, 3) for i in range(3)]
+    assert fresh["combos"]["random3"]["6"] == {
+        "pattern": "branch", "stages": sorted(random.Random(1006).sample(blocks, 3))}
+    with pytest.raises(SystemExit, match="use another --out"):
+        drv.make_plan(tmp_path / "recheck", [7], False, weights=base, registered=registered)
