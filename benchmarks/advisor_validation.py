@@ -73,6 +73,21 @@ def _blocks(smoke: bool) -> list[str]:
     return ["1.0", "2.1", "3.2"] if smoke else blocks
 
 
+def _random3(seed: int, smoke: bool) -> list[str]:
+    """The registered draw of a seed's random3 blocks."""
+    return sorted(random.Random(1000 + seed).sample(_blocks(smoke), 3))
+
+
+def _run_config(seed: int, device: str, options: dict[str, Any], smoke: bool,
+                data_dir: str | None, train: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``TrainConfig`` options of one run: ``TRAIN``, then a setting's ``train``, then the smoke
+    budget, then the run's own seed, device and model options."""
+    config = {**TRAIN, **(train or {}), **(SMOKE if smoke else {})}
+    config.update(seed=seed, device=device, model_kwargs=dict(options), num_workers=0,
+                  data_dir=data_dir)
+    return config
+
+
 REGISTERED = Path(__file__).resolve().parents[1] / "studies" / "advisor"
 REGISTERED_PLAN = REGISTERED / "11-advisor-plan.json"
 #: the retrofit setting's trained plain network (a state_dict) and the advisor's plan for it
@@ -107,9 +122,7 @@ def make_base(folder: Path, smoke: bool, data_dir: str | None = None) -> Path:
 
     from resattn.tools.weights import load_model
 
-    config = dict(TRAIN, **(SMOKE if smoke else {}))
-    config.update(seed=0, device="cpu", model_kwargs={"pattern": "none"}, num_workers=0,
-                  data_dir=data_dir)
+    config = _run_config(0, "cpu", {"pattern": "none"}, smoke, data_dir)
     r = _run_one(str(folder / "base"), config)
     print(f"base: trained plain, {r['status']} {r['final_acc']:.2f}%", flush=True)
     model, _ = load_model(folder / "base" / "checkpoint.pt")
@@ -135,9 +148,8 @@ def make_plan(out: Path, seeds: list[int], smoke: bool, data_dir: str | None = N
             path.write_text(registered.read_text())
         else:  # a re-check on fresh seeds: the same ranking, each new seed's random3 drawn as registered
             combo = {k: v for k, v in plan["combos"]["top3"].items() if k != "stages"}
-            plan["combos"]["random3"] = {
-                str(s): {**combo, "stages": sorted(random.Random(1000 + s).sample(_blocks(False), 3))}
-                for s in seeds}
+            plan["combos"]["random3"] = {str(s): {**combo, "stages": _random3(s, False)}
+                                         for s in seeds}
             plan.update(seeds=seeds, recheck_of=str(registered))
             path.write_text(json.dumps(plan, indent=1))
             print(f"plan: seeds {seeds} re-check the registered ranking (random3 drawn per seed)")
@@ -190,7 +202,7 @@ def make_plan(out: Path, seeds: list[int], smoke: bool, data_dir: str | None = N
                     key=lambda p: -placements[p]["score"])
     top3 = [placements[p]["block"] for p in branch[:3]]
     bottom3 = [placements[p]["block"] for p in branch[-3:]]
-    random3 = {str(s): sorted(random.Random(1000 + s).sample(_blocks(smoke), 3)) for s in seeds}
+    random3 = {str(s): _random3(s, smoke) for s in seeds}
     combo = {"pattern": "branch", "attn": "se", "modulation": "near_identity"}
     plan = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "advisor": dict(ADVISOR),
             "advisor_seconds_cpu": seconds, "advisor_meta": adv.meta, "seeds": seeds, **base,
@@ -254,9 +266,7 @@ def grid_jobs(plan: dict[str, Any], out: Path, setting: str, device: str, smoke:
             run_dir = out / setting / "runs" / name / f"seed{seed}"
             if _result(run_dir) is not None:
                 continue
-            config = {**TRAIN, **SETTINGS[setting]["train"], **(SMOKE if smoke else {})}
-            config.update(seed=seed, device=device, model_kwargs=dict(options), num_workers=0,
-                          data_dir=data_dir)
+            config = _run_config(seed, device, options, smoke, data_dir, SETTINGS[setting]["train"])
             if base is not None:  # retrofit: every variant starts from the base's weights
                 config["init_from"] = str(base)
             jobs.append((str(run_dir), config))
